@@ -14,7 +14,7 @@ class ConfigError(ValueError):
     """A configuration value broke a rule.  ``key`` is the dotted path."""
 
     def __init__(self, key, rule):
-        ValueError.__init__(self, "config key '%s': %s" % (key, rule))
+        super().__init__("config key '%s': %s" % (key, rule))
         self.key = key
         self.rule = rule
 
