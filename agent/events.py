@@ -176,6 +176,23 @@ class Tamper(Event):
         self.mono = mono
 
 
+class Anomaly(Event):
+    """A plausibility finding from outside the pulse path, to log and report.
+
+    For example a DL/T 645 cross-check of the host meter's register
+    against the pulse count (``reason`` "register_drift").
+    """
+
+    __slots__ = ("reason", "data", "wall", "mono")
+    kind = "anomaly"
+
+    def __init__(self, reason, data, wall, mono):
+        self.reason = reason
+        self.data = data if data is not None else {}
+        self.wall = wall
+        self.mono = mono
+
+
 # ---------------------------------------------------------------- actions
 
 

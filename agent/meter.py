@@ -68,6 +68,7 @@ COMMAND_NAMES = (
     "set_limits",
     "set_tariff",
     "clear_credit",
+    "set_credit",
     "set_friendly",
     "freeze",
     "set_clock",
@@ -103,6 +104,7 @@ class Meter:
         self.alarm_out = 0
         self.arrears_since = None  # mono ms since credit has been exhausted
         self.boots = 0
+        self.purchases = 0  # accepted top-ups, ever (DL/T 645 03330201)
         self.wall = None
         self.mono = 0
         self._persist = False
@@ -200,6 +202,8 @@ class Meter:
             return self._run(self._on_set_clock, event)
         if kind == "tamper":
             return self._run(self._on_tamper, event)
+        if kind == "anomaly":
+            return self._run(self._on_anomaly, event)
         raise ValueError("unknown event kind %r" % (kind,))
 
     def _run(self, fn, *args):
@@ -320,11 +324,11 @@ class Meter:
         self.state = new
         closed = policy.closed_in(new)
         if policy.closed_in(old) != closed:
-            self._publish("close" if closed else "trip", reason, {"from": old, "to": new, "balance": self.account.balance})
+            self._publish("close" if closed else "trip", reason, {"from": old, "to": new, "balance": self.account.balance, "energy_wh": self.energy_wh})
         else:
             self._publish("relay_state", reason, {"from": old, "to": new})
-        if new != policy.TRIPPED_ARREARS:
-            self.arrears_since = None
+        # A trip delay runs only while the supply is on; any change restarts it.
+        self.arrears_since = None
         self._mark("relay")
         self._actions.extend(self.driver.request(closed, self.mono))
         return results.ACCEPTED
@@ -394,6 +398,12 @@ class Meter:
         self._publish("cover_open" if ev.opened else "cover_close", "tamper_switch", {})
         self._mark("tamper")
 
+    def _on_anomaly(self, ev):
+        self._advance(ev.wall, ev.mono)
+        data = ev.data if isinstance(ev.data, dict) else {}
+        self._publish("plausibility", str(ev.reason), data)
+        self._mark("anomaly")
+
     def _on_button(self, ev):
         self._advance(ev.wall, ev.mono)
         self._trigger(policy.BUTTON, "button_pressed")
@@ -420,6 +430,7 @@ class Meter:
             self._actions.append(Ack(ev.ref, results.OVER_HOARDING_LIMIT, acc.balance))
             return
         acc.credit(amount)
+        self.purchases += 1
         self._publish("topup", results.ACCEPTED, {"ref": ev.ref, "amount": amount, "balance": acc.balance, "source": ev.source})
         self._mark("topup")
         self._evaluate()
@@ -529,6 +540,15 @@ class Meter:
         self.account.clear()
         return results.ACCEPTED
 
+    def _cmd_set_credit(self, args):
+        # OpenPAYGO SET tokens and the head-end's restore of a lost store.
+        amount = args.get("amount")
+        if not _int(amount):
+            return results.BAD_ARGUMENT
+        self.account.credited += amount - self.account.balance
+        self.account.balance = amount
+        return results.ACCEPTED
+
     def _cmd_set_friendly(self, args):
         try:
             friendly = validate(args, FRIENDLY_FIELDS, "friendly.")
@@ -606,6 +626,7 @@ class Meter:
             self.alarm_forced,
             self.log.snapshot(),
             self.filter.snapshot(),
+            self.purchases,
         ]
 
     @classmethod
@@ -617,7 +638,7 @@ class Meter:
                 raise ValueError("snapshot version %r, expected %d" % (snap[0], SNAPSHOT_VERSION))
             if snap[1] != meter.meter_id:
                 raise ValueError("snapshot is of meter %r, not %r" % (snap[1], meter.meter_id))
-            (_, _, meter.boots, meter.wall, regs, acc, fr, state, meter.force_until, meter.timer_at, meter.timer_trigger, meter.alarm_forced, log, filt) = snap
+            (_, _, meter.boots, meter.wall, regs, acc, fr, state, meter.force_until, meter.timer_at, meter.timer_trigger, meter.alarm_forced, log, filt, meter.purchases) = snap
             meter.regs.restore(regs)
             meter.account.restore(acc)
             meter.freezer.restore(fr)

@@ -266,3 +266,29 @@ def test_event_log_keeps_the_last_ten_of_each_kind_with_rising_sequence():
     assert len(recs) == 10
     seqs = [r.seq for r in recs]
     assert seqs == sorted(seqs, reverse=True) and len(set(seqs)) == 10
+
+
+def test_set_credit_restores_a_balance_and_keeps_the_ledger_exact():
+    m = _meter()
+    c = Clock(m)
+    c.pulses(60, 1000)
+    assert _ack(c.cmd(70, "set_credit", {"amount": 123456})) == results.ACCEPTED
+    assert m.balance == 123456
+    assert m.balance == 100000 + m.account.credited - m.account.charged
+    assert _ack(c.cmd(71, "set_credit", {"amount": "lots"})) == results.BAD_ARGUMENT
+
+
+def test_anomaly_from_outside_is_logged_and_purchases_are_counted():
+    from agent.events import Anomaly
+
+    m = _meter()
+    c = Clock(m)
+    w, mo = c.at(10)
+    acts = m.handle(Anomaly("register_drift", {"drift_wh": 500}, w, mo))
+    assert m.records("plausibility")[0].reason == "register_drift"
+    assert isinstance(acts[0], Persist)
+    c.topup(20, 1000)
+    c.topup(30, 1000)
+    assert m.purchases == 2
+    c.pulses(40, 10)
+    assert m.records("trip") == [] or "energy_wh" in m.records("trip")[0].data

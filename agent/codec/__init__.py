@@ -1,0 +1,1 @@
+"""Byte encodings shared by the store, the token layer and the MQTT link."""

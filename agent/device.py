@@ -1,0 +1,263 @@
+"""The durability layer between the meter core and its shell.
+
+``Device`` owns a ``Meter`` and a ``Store``.  It restores the meter at
+boot, commits before anything the commit justifies leaves the device
+(an ``Ack``, a relay close), takes bounded checkpoints of energy and
+balance, and commits on the power-fail signal and on clean shutdown.
+
+Guarantees (see docs/store.md):
+- every ``Persist`` the core asks for is committed before ``feed``
+  returns; the returned actions no longer contain ``Persist``;
+- checkpoints every ``checkpoint_s`` seconds (if energy or balance moved)
+  and, when ``checkpoint_wh`` > 0, whenever that much energy accrued;
+- after boot a ``store``/``unaccounted_energy`` record says how much
+  energy an unclean cut may have lost (0 after PowerFail/Shutdown);
+- when files exist but none can be restored, the device boots a fresh
+  meter in guarantee (supply on), publishes ``state_lost`` with what was
+  found, and keeps ``balance_valid`` False until the head-end clears it.
+
+The stored value is a dict of parts: {"v": 1, "meter": ..., "device":
+..., <part name>: ...}; other durable parts (the token replay guard)
+register with ``add_part(name, obj)``: ``obj.snapshot()`` -> value,
+``obj.restore(value)`` (value None when the store had none).
+"""
+
+from agent.config import INT, Field, at_least
+from agent.events import Ack, Boot, Command, PulseCoil, Publish
+from agent.store import REJECTED, Finding, StoreError
+
+DEVICE_VERSION = 1
+
+STORE_FIELDS = {
+    "checkpoint_s": Field(INT, 60, at_least(1), "seconds between checkpoints of energy and balance"),
+    "checkpoint_wh": Field(INT, 0, at_least(0), "also checkpoint after this many Wh (0 = off; costs flash wear)"),
+}
+
+_RESERVED = ("v", "meter", "device")
+_STATE_LOST_REF = "state_lost"
+
+
+def store_settings(cfg):
+    """The ``store`` section of a config, with defaults when it is absent."""
+    sc = cfg.get("store") if isinstance(cfg, dict) else None
+    out = {"checkpoint_s": 60, "checkpoint_wh": 0}
+    if sc:
+        for k in sorted(out):
+            if k in sc:
+                out[k] = sc[k]
+    return out
+
+
+class Device:
+    """One meter plus its durable store.  ``boot`` once, then ``feed`` events."""
+
+    def __init__(self, cfg, store, meter_class=None):
+        if meter_class is None:
+            from agent.meter import Meter
+
+            meter_class = Meter
+        self.cfg = cfg
+        self.store = store
+        self.meter_class = meter_class
+        sc = store_settings(cfg)
+        self.checkpoint_s = sc["checkpoint_s"]
+        self.checkpoint_wh = sc["checkpoint_wh"]
+        self.supply_max_w = cfg["meter"]["supply_max_w"]
+        self.meter = None
+        self.parts = {}
+        self.state_lost = 0  # wall second the state was found lost; 0 = state is genuine
+        self.findings = []
+        self.source = None  # which files the state came from
+        self.withheld = []  # Ack / close pulses waiting for a commit that failed
+        self.store_error = None
+        self.commits = 0
+        self._mark_mono = 0
+        self._mark_total = None
+        self._mark_balance = None
+        self._clean = False
+
+    # --------------------------------------------------------------- parts
+
+    def add_part(self, name, part):
+        """Register another durable part (before ``boot``)."""
+        if name in _RESERVED or not isinstance(name, str):
+            raise ValueError("device part name %r is reserved or not a string" % (name,))
+        self.parts[name] = part
+
+    @property
+    def balance_valid(self):
+        """False while the balance is a fresh default after lost state."""
+        return not self.state_lost
+
+    # ---------------------------------------------------------------- boot
+
+    def boot(self, wall, mono):
+        """Load the store, restore (or start) the meter, feed Boot; returns actions."""
+        loads, findings, had_files = self.store.load()
+        meter = None
+        dev = {}
+        for loaded in loads:
+            v = loaded.value
+            try:
+                if not isinstance(v, dict) or v.get("v") != DEVICE_VERSION:
+                    raise ValueError("device state version %r, expected %d" % (v.get("v") if isinstance(v, dict) else v, DEVICE_VERSION))
+                meter = self.meter_class.restore(self.cfg, v.get("meter"))
+                for name in sorted(self.parts):
+                    self.parts[name].restore(v.get(name))
+                dev = v.get("device")
+                if not isinstance(dev, dict):
+                    dev = {}
+            except Exception as e:  # any damage must end in a finding, never a crash loop
+                meter = None
+                findings.append(Finding(loaded.source, REJECTED, "cannot restore: %s" % (e,)))
+                continue
+            self.store.adopt(loaded)
+            self.source = loaded.source
+            break
+        lost_now = False
+        if meter is None:
+            self.store.adopt(None)
+            for name in sorted(self.parts):
+                self.parts[name].restore(None)
+            meter = self.meter_class(self.cfg)
+            lost_now = had_files
+        self.meter = meter
+        self.findings = findings
+        lost = dev.get("lost", 0)
+        self.state_lost = lost if isinstance(lost, int) and not isinstance(lost, bool) else 0
+        if lost_now:
+            self.state_lost = wall if wall else 1
+
+        actions = meter.handle(Boot(wall, mono))
+        if self.state_lost:
+            # Keep the supply on: a meter that lost its balance must not cut anyone off.
+            more = meter.handle(Command("guarantee_on", {}, _STATE_LOST_REF, wall, mono))
+            actions.extend(a for a in more if not (a.kind == "ack" and a.ref == _STATE_LOST_REF))
+            actions.append(
+                self._record(
+                    "state_lost",
+                    "no_valid_state" if lost_now else "still_unresolved",
+                    {
+                        "since": self.state_lost,
+                        "balance_valid": False,
+                        "found": [f.as_dict() for f in findings],
+                    },
+                )
+            )
+        elif findings:
+            actions.append(self._record("store", "skipped_files", {"found": [f.as_dict() for f in findings], "used": self.source}))
+        if not lost_now and (loads or had_files):
+            actions.append(self._record("store", "unaccounted_energy", self._unaccounted(dev)))
+        self._commit("boot", actions)
+        return self._finish(actions)
+
+    def _unaccounted(self, dev):
+        """How much energy an unclean cut may have lost since the last commit."""
+        clean = dev.get("clean") is True
+        if clean:
+            most = 0
+        else:
+            # pulses metered after the last commit and before the next due checkpoint
+            most = (self.supply_max_w * self.checkpoint_s + 3599) // 3600
+            if self.checkpoint_wh and self.checkpoint_wh < most:
+                most = self.checkpoint_wh
+        return {
+            "clean": clean,
+            "max_wh": most,
+            "checkpoint_wall": dev.get("wall"),
+            "energy_wh": self.meter.energy_wh,
+        }
+
+    # ---------------------------------------------------------------- feed
+
+    def feed(self, event):
+        """Run one event through the meter; commit what must be durable; return actions."""
+        actions = self.meter.handle(event)
+        kind = event.kind
+        reason = None
+        for a in actions:
+            if a.kind == "persist":
+                reason = a.reason
+                break
+        clean = kind == "power_fail" or kind == "shutdown"
+        if reason is None and (clean or self._checkpoint_due(event.mono)):
+            reason = kind if clean else "checkpoint"
+        if reason is not None or self.withheld:
+            self._commit(reason or "retry", actions, clean)
+        return self._finish(actions)
+
+    def _checkpoint_due(self, mono):
+        m = self.meter
+        total = m.regs.total
+        if total == self._mark_total and m.balance == self._mark_balance:
+            return False
+        if mono - self._mark_mono >= self.checkpoint_s * 1000:
+            return True
+        if self.checkpoint_wh and self._mark_total is not None:
+            return total - self._mark_total >= self.checkpoint_wh * m.constant  # units of 1/C Wh
+        return False
+
+    def next_deadline(self):
+        """Wall second of the next Tick the meter or a checkpoint needs (or None)."""
+        return self.meter.next_deadline()
+
+    def clear_state_lost(self, wall, mono):
+        """The head-end vouched for the state (restored or reviewed it): end the flag."""
+        if not self.state_lost:
+            return []
+        self.state_lost = 0
+        actions = [self._record("state_lost", "cleared", {})]
+        actions.extend(self.meter.handle(Command("guarantee_off", {}, _STATE_LOST_REF, wall, mono)))
+        actions = [a for a in actions if not (a.kind == "ack" and a.ref == _STATE_LOST_REF)]
+        self._commit("state_lost_cleared", actions)
+        return self._finish(actions)
+
+    # ------------------------------------------------------------ internals
+
+    def _record(self, kind, reason, data):
+        m = self.meter
+        return Publish(m.log.add(kind, m.wall if m.wall is not None else 0, reason, data))
+
+    def value(self, reason, clean=False):
+        """The dict of parts that is stored."""
+        m = self.meter
+        v = {
+            "v": DEVICE_VERSION,
+            "meter": m.snapshot(),
+            "device": {"lost": self.state_lost, "clean": clean, "reason": reason, "wall": m.wall},
+        }
+        for name in sorted(self.parts):
+            v[name] = self.parts[name].snapshot()
+        return v
+
+    def _commit(self, reason, actions, clean=False):
+        try:
+            self.store.commit(self.value(reason, clean), full=reason == "boot")
+        except StoreError as e:
+            # Durable before acknowledged: hold back acks and closes until a commit works.
+            if self.store_error is None:
+                actions.append(self._record("store", "commit_failed", {"error": str(e)}))
+            self.store_error = str(e)
+            keep = []
+            for a in actions:
+                if a.kind == "ack" or (a.kind == "pulse_coil" and a.coil == "set"):
+                    self.withheld.append(a)
+                else:
+                    keep.append(a)
+            actions[:] = keep
+            return False
+        self.commits += 1
+        m = self.meter
+        self._mark_mono = m.mono
+        self._mark_total = m.regs.total
+        self._mark_balance = m.balance
+        if self.store_error is not None:
+            self.store_error = None
+            actions.append(self._record("store", "commit_recovered", {}))
+        if self.withheld:
+            actions.extend(self.withheld)
+            self.withheld = []
+        return True
+
+    def _finish(self, actions):
+        return [a for a in actions if a.kind != "persist"]

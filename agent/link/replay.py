@@ -1,0 +1,77 @@
+"""Replay protection for commands arriving over MQTT (sans-I/O).
+
+Every command the head-end seals carries a 64-bit sequence number ``n``
+that only grows (per meter) and an expiry wall time.  The guard accepts a
+number above the highest seen, or one of the ``WINDOW`` numbers below it
+not seen yet (QoS 1 may deliver out of order after a reconnect); it
+refuses a number already used (ALREADY_USED) or older than the window
+(TOO_OLD).  No field can overflow in the product's life (the STS TID
+lesson): 2**64 commands.
+
+``check`` changes nothing; ``commit`` records ``n`` and must be in the same
+durable commit as the command's effect, so a redelivered command is
+harmless.  ``snapshot``/``restore`` carry the state through the store.
+"""
+
+from agent import results
+
+WINDOW = 64
+N_MAX = (1 << 64) - 1
+
+
+class ReplayGuard:
+    """Highest accepted sequence number plus a bitmask of the window below it."""
+
+    __slots__ = ("high", "mask")
+
+    def __init__(self):
+        self.high = 0
+        self.mask = 0  # bit i set: high - 1 - i was accepted
+
+    def check(self, n, wall=None, expires=None):
+        """None if ``n`` may be accepted, else the result code."""
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1 or n > N_MAX:
+            return results.MALFORMED
+        if expires is not None and wall is not None and wall > expires:
+            return results.EXPIRED
+        if n > self.high:
+            return None
+        if n == self.high:
+            return results.ALREADY_USED
+        back = self.high - n - 1
+        if back >= WINDOW:
+            return results.TOO_OLD
+        if (self.mask >> back) & 1:
+            return results.ALREADY_USED
+        return None
+
+    def commit(self, n):
+        """Record ``n`` as used (call only after ``check(n)`` returned None)."""
+        if n > self.high:
+            shift = n - self.high
+            if shift > WINDOW:
+                self.mask = 0
+            else:
+                self.mask = ((self.mask << shift) | (1 << (shift - 1))) & ((1 << WINDOW) - 1)
+            self.high = n
+        else:
+            self.mask |= 1 << (self.high - n - 1)
+
+    def snapshot(self):
+        """A msgpack-able value for the store."""
+        return [self.high, self.mask]
+
+    def restore(self, snap):
+        """Load a ``snapshot()``; ValueError if it does not fit."""
+        if (
+            not isinstance(snap, list)
+            or len(snap) != 2
+            or not isinstance(snap[0], int)
+            or not isinstance(snap[1], int)
+            or snap[0] < 0
+            or snap[1] < 0
+            or snap[1] >> WINDOW
+        ):
+            raise ValueError("replay guard snapshot: must be [high, mask] with a %d-bit mask" % WINDOW)
+        self.high = snap[0]
+        self.mask = snap[1]

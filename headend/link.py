@@ -1,0 +1,258 @@
+"""The head-end's MQTT side: seal commands, open what meters send.
+
+``Fleet`` knows the keys (derived per meter from the master key: one key
+per meter, a stolen meter key opens nothing else).  Every token and
+command takes its sequence from the token ledger (``headend.ledger``,
+shared with ``pmeter vend``/``batch``), which the shadow
+(``headend.shadow.Shadow``) also reads to reconcile.  ``HeadEnd`` is a paho-mqtt 2.x client (its own
+network thread) that publishes on ``pm/<id>/cmd`` and feeds every message
+from ``pm/+/...`` into the shadow, de-duplicated by (meter, q).
+"""
+
+import os
+import queue
+import ssl
+import threading
+import time
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from agent import crypto
+from agent.link import envelope, topics
+from agent.tokens import mqtt as tokens_mqtt
+from hw.mqtt_paho import nodelay
+
+from . import vend
+from .ledger import ref as ledger_ref
+
+DEFAULT_TTL_S = 86400  # commands expire after a day: generous for meter clock skew
+
+
+class Fleet:
+    """Keys of every meter, from the head-end master key."""
+
+    def __init__(self, master, revision=0, prefix=topics.PREFIX):
+        if not isinstance(master, (bytes, bytearray)) or len(master) < 16:
+            raise ValueError("master key must be at least 16 bytes")
+        self.master = bytes(master)
+        self.revision = revision
+        self.prefix = prefix
+        self._keys = {}
+
+    def meter_key(self, meter_id):
+        """The meter's token key (what its TokenGuard is configured with)."""
+        return crypto.derive_key(self.master, meter_id, self.revision, crypto.METER)
+
+    def link_key(self, meter_id):
+        """The meter's link key (what its Session seals with)."""
+        return crypto.derive_key(self.master, meter_id, self.revision, crypto.LINK)
+
+    def keys(self, meter_id):
+        """LinkKeys of ``meter_id`` (cached)."""
+        k = self._keys.get(meter_id)
+        if k is None:
+            k = envelope.LinkKeys(self.link_key(meter_id))
+            self._keys[meter_id] = k
+        return k
+
+    def topup_token(self, meter_id, seq, amount, wall, ttl=DEFAULT_TTL_S):
+        """Token bytes crediting ``amount`` minor units to ``meter_id``."""
+        t = tokens_mqtt.Token(meter_id, seq, tokens_mqtt.TOPUP, wall, wall + ttl, self.revision, amount=amount)
+        return tokens_mqtt.encode(t, self.meter_key(meter_id))
+
+    def command_token(self, meter_id, seq, name, args, wall, ttl=DEFAULT_TTL_S):
+        """Token bytes of management command ``name``."""
+        t = tokens_mqtt.Token(meter_id, seq, tokens_mqtt.COMMAND, wall, wall + ttl, self.revision,
+                              command=name, args=args)
+        return tokens_mqtt.encode(t, self.meter_key(meter_id))
+
+    def seal_token(self, meter_id, n, token, ref, wall, ttl=DEFAULT_TTL_S):
+        """``(topic, payload)`` of a sealed command carrying ``token``."""
+        t = topics.topic(meter_id, topics.CMD, self.prefix)
+        payload = envelope.seal_command(self.keys(meter_id), os.urandom(16), t, meter_id, n, "token",
+                                        {"token": token}, ref, wall, wall + ttl)
+        return t, payload
+
+    def open(self, topic, payload):
+        """``(meter_id, leaf, fields)`` of a meter's message; raises envelope.Reject."""
+        where = topics.parse(topic, self.prefix)
+        if where is None:
+            raise envelope.Reject("malformed", "not a meter topic: %r" % (topic,))
+        meter_id, leaf = where
+        if leaf == topics.STATUS:
+            return meter_id, leaf, {"b": bytes(payload).decode("ascii", "replace")}
+        return meter_id, leaf, envelope.open_uplink(self.keys(meter_id), topic, payload, leaf, meter_id)
+
+
+class HeadEnd:
+    """A connected head-end: push commands, collect acks, feed the shadow."""
+
+    def __init__(self, fleet, shadow, host, port, tls=None, client_id="headend", username=None,
+                 password=None, protocol=mqtt.MQTTv5, session_expiry_s=7 * 86400):
+        self.fleet = fleet
+        self.shadow = shadow
+        self._acks = {}  # ref -> Queue of ack fields
+        self._lock = threading.Lock()
+        self.rejected = 0
+        self._ready = threading.Event()
+        self._inbox = queue.Queue()
+        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol,
+                        clean_session=None if protocol == mqtt.MQTTv5 else False)
+        if tls is not None:
+            c.tls_set(ca_certs=str(tls.ca), certfile=tls.cert and str(tls.cert), keyfile=tls.key and str(tls.key),
+                      cert_reqs=ssl.CERT_REQUIRED)
+        if username is not None:
+            c.username_pw_set(username, password)
+        c.on_connect = self._on_connect
+        c.on_message = self._on_message
+        c.on_subscribe = lambda *a: self._ready.set()
+        self.client = c
+        self.host = host
+        self.port = port
+        self.protocol = protocol
+        self.session_expiry_s = session_expiry_s
+        self._worker = threading.Thread(target=self._work, daemon=True)
+
+    def start(self, timeout=10.0):
+        """Connect, subscribe to the fleet, start the network thread."""
+        # A persistent session: what meters send while the head-end is away
+        # is queued by the broker (QoS 1) instead of lost.
+        if self.protocol == mqtt.MQTTv5:
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = self.session_expiry_s
+            self.client.connect(self.host, self.port, keepalive=30, clean_start=False, properties=props)
+        else:
+            self.client.connect(self.host, self.port, keepalive=30)
+        self.client.loop_start()
+        self._worker.start()
+        if not self._ready.wait(timeout):
+            raise RuntimeError("head-end: no SUBACK from %s:%s within %.0f s" % (self.host, self.port, timeout))
+        return self
+
+    def stop(self):
+        """Disconnect and stop the network thread."""
+        self.client.disconnect()
+        self.client.loop_stop()
+        self._inbox.put(None)
+        if self._worker.is_alive():
+            self._worker.join(10)  # everything received is in the shadow before we return
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties):
+        if reason_code.is_failure:
+            return
+        nodelay(client)
+        subs = [(topics.fleet(leaf, self.fleet.prefix), 1) for leaf in topics.METER_LEAVES]
+        client.subscribe(subs)
+
+    def _on_message(self, client, userdata, msg):
+        # Keep paho's thread quick: SQLite work happens on our worker.  An
+        # ack wakes its waiting push at once, not behind the shadow writes
+        # of the events the meter sent before it.
+        payload = bytes(msg.payload)
+        if msg.topic.endswith("/" + topics.ACK):
+            try:
+                self._wake(self.fleet.open(msg.topic, payload)[2])
+            except Exception:
+                pass  # counted as rejected by the worker
+        self._inbox.put((msg.topic, payload, msg.retain))
+
+    def _wake(self, fields):
+        ref = fields.get("b", {}).get("r")
+        with self._lock:
+            q = self._acks.get(ref)  # wait_ack removes it: the ack may come before it is called
+        if q is not None:
+            q.put(fields)
+
+    def _work(self):
+        while True:
+            item = self._inbox.get()
+            if item is None:
+                return
+            try:
+                self._handle(*item)
+            except Exception:  # one bad message must not stop the head-end
+                self.rejected += 1
+
+    def _handle(self, topic, payload, retained):
+        try:
+            meter_id, leaf, fields = self.fleet.open(topic, payload)
+        except envelope.Reject:
+            self.rejected += 1
+            return
+        if self.shadow is not None:
+            self.shadow.record(meter_id, leaf, fields, int(time.time()))
+
+    def expect(self, ref):
+        """Start waiting for the ack of ``ref`` (before publishing it)."""
+        with self._lock:
+            self._acks[ref] = queue.Queue()
+
+    def wait_ack(self, ref, timeout):
+        """The ack fields of ``ref``, or None after ``timeout`` seconds."""
+        with self._lock:
+            q = self._acks.get(ref)
+        if q is None:
+            return None
+        try:
+            return q.get(timeout=timeout)
+        except queue.Empty:
+            return None
+        finally:
+            with self._lock:
+                if self._acks.get(ref) is q:
+                    del self._acks[ref]
+
+    def publish(self, topic, payload):
+        """Publish a command (QoS 1, never retained); waits for its PUBACK."""
+        info = self.client.publish(topic, payload, qos=1, retain=False)
+        info.wait_for_publish(10)
+
+    @property
+    def ledger(self):
+        """The token ledger every sequence comes from (the shadow's)."""
+        return self.shadow.ledger
+
+    def _push(self, meter_id, seq, token, wait, wall):
+        ref = ledger_ref("mqtt", seq)
+        topic, payload = self.fleet.seal_token(meter_id, seq, token, ref, wall)
+        self.expect(ref)
+        t0 = time.perf_counter()
+        self.publish(topic, payload)
+        ack = self.wait_ack(ref, wait) if wait else None
+        return ref, ack, time.perf_counter() - t0
+
+    def push_topup(self, meter_id, amount, wait=10.0, wall=None, operator=None):
+        """Vend ``amount`` minor units to ``meter_id`` and wait for its ack.
+
+        Returns ``(ref, ack fields or None, seconds)``.  The sequence comes
+        from the ledger, which records the token before it is published, so
+        a crash cannot mint untracked credit and no other vending process
+        (``pmeter vend``, another head-end) can take the same sequence.
+        """
+        wall = int(time.time()) if wall is None else wall
+        seq, token = vend.topup(self.ledger, self.fleet.master, meter_id, amount, wall, operator=operator)
+        return self._push(meter_id, seq, token, wait, wall)
+
+    def push_command(self, meter_id, name, args, wait=10.0, wall=None, operator=None):
+        """Issue management command ``name`` through the ledger, send it, wait for its ack."""
+        wall = int(time.time()) if wall is None else wall
+        seq, token = vend.command(self.ledger, self.fleet.master, meter_id, name, args, wall, operator=operator)
+        return self._push(meter_id, seq, token, wait, wall)
+
+    def restore(self, meter_id, wait=10.0, wall=None, amount=None):
+        """Give a meter that lost its store its balance back from the shadow.
+
+        Sends ``set_credit {amount}`` as an authenticated command token
+        (``Shadow.restore_plan`` computes the amount unless given).
+        Returns ``(plan, ref, ack, seconds)``; ValueError if there is
+        nothing to restore.
+        """
+        plan = self.shadow.restore_plan(meter_id)
+        if amount is not None:
+            plan["amount"] = amount
+        ref, ack, secs = self.push_command(meter_id, "set_credit", {"amount": plan["amount"]}, wait, wall,
+                                           operator="restore")
+        return plan, ref, ack, secs

@@ -1,0 +1,316 @@
+"""The head-end's shadow of the fleet, in SQLite, and its reconciliation.
+
+Three sources, never mixed up:
+
+- credit **issued**: the token ledger (``headend.ledger.Ledger``), the one
+  place sequences come from (``pmeter vend``, ``pmeter push``, commands,
+  restore); the shadow keeps no ledger or sequence table of its own;
+- credit **applied**: the meters' ``topup`` events, stored once per
+  (meter, outbox ``q``) and counted once per token reference, i.e. per
+  (meter, token sequence);
+- the **balance**: the meters' retained state snapshots.
+
+Tables: ``shadow`` (latest status, birth, state, the reconciliation
+baseline and the lost-store flag per meter), ``events`` (every event and
+ack, de-duplicated by (meter, q)), ``states`` (recent state snapshots:
+what a restore after a lost store is computed from).
+
+``reconcile`` names the discrepancies; ``restore_plan`` computes the
+balance to give back to a meter that lost its store.
+"""
+
+import json
+import sqlite3
+import threading
+
+from agent import results
+
+from .ledger import Ledger, parse_ref
+
+APPLY_TIMEOUT_S = 3600  # a top-up not applied an hour after issue is reported
+STATES_KEPT = 200  # state snapshots kept per meter
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    meter TEXT NOT NULL, q INTEGER NOT NULL, seq INTEGER, kind TEXT, reason TEXT, wall INTEGER, body TEXT,
+    PRIMARY KEY (meter, q));
+CREATE TABLE IF NOT EXISTS shadow (
+    meter TEXT PRIMARY KEY, status TEXT, seen INTEGER, state TEXT, state_t INTEGER, birth TEXT,
+    tele TEXT, baseline TEXT, lost_since INTEGER);
+CREATE TABLE IF NOT EXISTS states (
+    meter TEXT NOT NULL, t INTEGER NOT NULL, bal INTEGER, body TEXT NOT NULL, UNIQUE (meter, t, body));
+"""
+
+# Acks that mean the token will never be applied: not a discrepancy.
+FINAL_REFUSALS = (
+    results.WRONG_METER,
+    results.BAD_MAC,
+    results.EXPIRED,
+    results.MALFORMED,
+    results.WRONG_KEY_REVISION,
+    results.UNKNOWN_COMMAND,
+    results.BAD_ARGUMENT,
+    results.TOO_OLD,
+)
+
+
+def _json(value):
+    # bytes (e.g. tokens) are not JSON: show them as hex.
+    def default(o):
+        if isinstance(o, (bytes, bytearray)):
+            return o.hex()
+        raise TypeError(repr(o))
+
+    return json.dumps(value, sort_keys=True, default=default)
+
+
+def _int(v):
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+class Problem(dict):
+    """One discrepancy: ``code`` (stable, for scripts) and ``message`` (for people)."""
+
+    def __init__(self, code, message, **extra):
+        dict.__init__(self, code=code, message=message, **extra)
+
+
+class Shadow:
+    """SQLite-backed fleet shadow (thread-safe: one lock around the connection).
+
+    ``ledger`` is the token ledger to read issued credit from and to record
+    acknowledged results in; by default the ledger tables live in the same
+    SQLite file as the shadow (``path``).
+    """
+
+    def __init__(self, path=":memory:", ledger=None):
+        self.db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.executescript(SCHEMA)
+        self.lock = threading.Lock()
+        self.own_ledger = ledger is None
+        self.ledger = Ledger(str(path)) if ledger is None else ledger
+
+    def close(self):
+        """Close the shadow (and the ledger if the shadow opened it)."""
+        self.db.close()
+        if self.own_ledger:
+            self.ledger.close()
+
+    # ------------------------------------------------------------ what meters send
+
+    def record(self, meter, leaf, fields, now):
+        """Store one opened message from ``meter`` (see headend.link.Fleet.open)."""
+        body = fields.get("b")
+        t = fields.get("t") if _int(fields.get("t")) else now
+        ack = None
+        with self.lock:
+            db = self.db
+            db.execute("INSERT OR IGNORE INTO shadow (meter) VALUES (?)", (meter,))
+            db.execute("UPDATE shadow SET seen=? WHERE meter=?", (now, meter))
+            if leaf == "status":
+                db.execute("UPDATE shadow SET status=? WHERE meter=?", (body, meter))
+            elif leaf == "birth":
+                db.execute("UPDATE shadow SET birth=? WHERE meter=?", (_json(body), meter))
+            elif leaf == "state" and isinstance(body, dict):
+                text = _json(body)
+                db.execute("UPDATE shadow SET state=?, state_t=? WHERE meter=?", (text, t, meter))
+                bal = body.get("bal") if _int(body.get("bal")) else None
+                db.execute("INSERT OR IGNORE INTO states (meter, t, bal, body) VALUES (?,?,?,?)", (meter, t, bal, text))
+                db.execute(
+                    "DELETE FROM states WHERE meter=? AND rowid NOT IN"
+                    " (SELECT rowid FROM states WHERE meter=? ORDER BY t DESC, rowid DESC LIMIT ?)",
+                    (meter, meter, STATES_KEPT),
+                )
+                # The first balance seen (and the first after a restore or a
+                # lost store) is the baseline of the balance check.
+                base = {"t": t, "bal": bal, "chg": body.get("chg"), "cred": body.get("cred")}
+                db.execute("UPDATE shadow SET baseline=? WHERE meter=? AND baseline IS NULL", (_json(base), meter))
+            elif leaf == "tele" and isinstance(body, dict):
+                db.execute("UPDATE shadow SET tele=? WHERE meter=?", (_json(body), meter))
+            elif leaf in ("evt", "ack") and isinstance(body, dict) and _int(fields.get("q")):
+                kind = body.get("kind") if leaf == "evt" else "ack"
+                reason = body.get("reason") if leaf == "evt" else body.get("code")
+                wall = body.get("wall") if _int(body.get("wall")) else t
+                cur = db.execute(
+                    "INSERT OR IGNORE INTO events (meter, q, seq, kind, reason, wall, body) VALUES (?,?,?,?,?,?,?)",
+                    (meter, fields["q"], body.get("seq") if _int(body.get("seq")) else None,
+                     kind if isinstance(kind, str) else None, reason if isinstance(reason, str) else None,
+                     wall, _json(body)),
+                )
+                if cur.rowcount == 1:  # new (not a re-send after a lost PUBACK)
+                    if kind == "state_lost":
+                        self._state_lost(meter, reason, body.get("data"), wall)
+                    elif leaf == "ack":
+                        ack = body
+        if ack is not None:
+            self._ack(meter, ack, now)
+
+    def _state_lost(self, meter, reason, data, wall):
+        # Called with the lock held.
+        if reason == "cleared":
+            self.db.execute("UPDATE shadow SET lost_since=NULL, baseline=NULL WHERE meter=?", (meter,))
+            return
+        since = data.get("since") if isinstance(data, dict) and _int(data.get("since")) else wall
+        self.db.execute("UPDATE shadow SET lost_since=?, baseline=NULL WHERE meter=?", (since, meter))
+
+    def _ack(self, meter, body, now):
+        where = parse_ref(body.get("r"))
+        code = body.get("code")
+        if where is None or not isinstance(code, str):
+            return
+        channel, seq = where
+        self.ledger.record_result(meter, channel, seq, code, now)
+        if code == results.ACCEPTED:
+            tok = self.ledger.token(meter, channel, seq)
+            if tok is not None and tok["command"] in ("set_credit", "clear_credit"):
+                # The balance was set by the head-end: a new baseline from the next state.
+                with self.lock:
+                    self.db.execute("UPDATE shadow SET baseline=NULL WHERE meter=?", (meter,))
+
+    # ------------------------------------------------------------ reading
+
+    def meters(self, meter=None):
+        """Shadow rows: list of dicts (one meter when ``meter`` is given)."""
+        sql = "SELECT meter, status, seen, state, birth, lost_since, tele FROM shadow"
+        args = ()
+        if meter is not None:
+            sql += " WHERE meter=?"
+            args = (meter,)
+        with self.lock:
+            rows = self.db.execute(sql + " ORDER BY meter", args).fetchall()
+        return [{"meter": r[0], "status": r[1], "seen": r[2], "state": json.loads(r[3]) if r[3] else None,
+                 "birth": json.loads(r[4]) if r[4] else None, "lost_since": r[5],
+                 "tele": json.loads(r[6]) if r[6] else None} for r in rows]
+
+    def applied(self, meter):
+        """Credits applied by ``meter``: {ref: {"amount", "wall", "records"}} from its
+        accepted ``topup`` events, one entry per token reference."""
+        with self.lock:
+            rows = self.db.execute(
+                "SELECT seq, wall, body FROM events WHERE meter=? AND kind='topup' AND reason=? ORDER BY q",
+                (meter, results.ACCEPTED),
+            ).fetchall()
+        out = {}
+        for rseq, wall, body in rows:
+            data = json.loads(body).get("data") or {}
+            ref = data.get("ref")
+            entry = out.get(ref)
+            if entry is None:
+                out[ref] = {"amount": data.get("amount"), "wall": wall, "records": [rseq]}
+            elif rseq not in entry["records"]:
+                entry["records"].append(rseq)  # a second record: applied twice
+        return out
+
+    def reconcile(self, meter, now=None, timeout_s=APPLY_TIMEOUT_S):
+        """Credit issued (ledger) vs applied (events) vs balance (state) for ``meter``.
+
+        Returns a dict with ``issued``, ``applied``, ``pending`` (issued
+        top-ups not applied yet), ``balance``, ``lost_since`` and
+        ``problems``: a list of ``Problem`` (``code`` + ``message``):
+        ``never_issued``, ``amount_mismatch``, ``applied_twice``,
+        ``not_applied`` (past ``timeout_s`` since issue; needs ``now``),
+        ``balance_mismatch`` and ``state_lost``.
+        """
+        tokens = [t for t in self.ledger.tokens(meter) if t["kind"] in ("topup", "add")]
+        issued = {t["ref"]: t for t in tokens}
+        applied = self.applied(meter)
+        with self.lock:
+            row = self.db.execute("SELECT state, state_t, baseline, lost_since FROM shadow WHERE meter=?",
+                                  (meter,)).fetchone()
+        problems = []
+        for ref in sorted(applied, key=str):
+            a = applied[ref]
+            tok = issued.get(ref)
+            if len(a["records"]) > 1:
+                problems.append(Problem("applied_twice", "credit %s applied %d times (event records %s)"
+                                        % (ref, len(a["records"]), a["records"]), ref=ref))
+            if tok is None:
+                problems.append(Problem("never_issued", "credit %s of %s applied but never issued by this head-end"
+                                        % (ref, a["amount"]), ref=ref))
+            elif tok["amount"] != a["amount"]:
+                problems.append(Problem("amount_mismatch", "credit %s applied as %s but issued as %s"
+                                        % (ref, a["amount"], tok["amount"]), ref=ref))
+        pending = []
+        for ref, tok in sorted(issued.items()):
+            if ref in applied or tok["result"] in FINAL_REFUSALS:
+                continue
+            pending.append(ref)
+            if now is not None and now - tok["issued"] > timeout_s:
+                problems.append(Problem(
+                    "not_applied", "credit %s of %d issued at %d not applied after %d s (last answer: %s)"
+                    % (ref, tok["amount"], tok["issued"], now - tok["issued"], tok["result"] or "none"), ref=ref))
+        balance = None
+        lost_since = None
+        if row is not None:
+            state = json.loads(row[0]) if row[0] else {}
+            balance = state.get("bal")
+            lost_since = row[3]
+            if lost_since is not None:
+                problems.append(Problem("state_lost", "meter lost its stored state at %d and runs on a default "
+                                        "balance: restore it (pmeter restore --meter %s)" % (lost_since, meter)))
+            base = json.loads(row[2]) if row[2] else None
+            if base is not None and _int(balance) and _int(base.get("bal")):
+                problems.extend(self._balance_check(applied, base, state, row[1]))
+        return {"meter": meter, "issued": sum(t["amount"] for t in issued.values()),
+                "applied": sum(a["amount"] for a in applied.values() if _int(a["amount"])),
+                "pending": pending, "balance": balance, "lost_since": lost_since, "problems": problems}
+
+    @staticmethod
+    def _balance_check(applied, base, state, state_t):
+        # Credits applied after the baseline state and no later than the
+        # current one (times are the meter's, to the second).
+        credits = sum(a["amount"] for a in applied.values()
+                      if _int(a["amount"]) and base["t"] < a["wall"] <= state_t)
+        bal = state["bal"]
+        chg, bchg = state.get("chg"), base.get("chg")
+        if _int(chg) and _int(bchg):
+            want = base["bal"] + credits - (chg - bchg)
+            if bal != want:
+                return [Problem("balance_mismatch", "balance %d, but the baseline %d plus credits applied %d minus "
+                                "charges %d is %d" % (bal, base["bal"], credits, chg - bchg, want),
+                                balance=bal, expected=want)]
+            return []
+        # Without the meter's charge counter, charges are only known to be >= 0.
+        if bal > base["bal"] + credits:
+            return [Problem("balance_mismatch", "balance %d is above the baseline %d plus credits applied %d: "
+                            "credit from nowhere" % (bal, base["bal"], credits), balance=bal,
+                            expected=base["bal"] + credits)]
+        return []
+
+    # ------------------------------------------------------------ restore
+
+    def restore_plan(self, meter):
+        """The balance to give back to ``meter`` after it lost its store.
+
+        ``good`` is the last state snapshot sealed before the loss;
+        ``restored = good + credits applied after it and before the loss +
+        (current balance - first balance after the loss)``: the last term
+        carries over what the meter charged and was credited since it
+        restarted from a default balance.  Charges between ``good`` and the
+        loss are unknown (the meter publishes state on every commit, so the
+        gap is short) and are reported in ``unknown_since``.
+
+        Raises ValueError (for people) when the meter is not known to have
+        lost its state or no state before the loss is in the shadow.
+        """
+        with self.lock:
+            row = self.db.execute("SELECT lost_since FROM shadow WHERE meter=?", (meter,)).fetchone()
+            if row is None:
+                raise ValueError("meter %s is not in the shadow" % meter)
+            since = row[0]
+            if since is None:
+                raise ValueError("meter %s has not reported a lost store (no unresolved state_lost event)" % meter)
+            good = self.db.execute("SELECT t, bal FROM states WHERE meter=? AND t<? AND bal IS NOT NULL"
+                                   " ORDER BY t DESC, rowid DESC LIMIT 1", (meter, since)).fetchone()
+            after = self.db.execute("SELECT t, bal FROM states WHERE meter=? AND t>=? AND bal IS NOT NULL"
+                                    " ORDER BY t, rowid", (meter, since)).fetchall()
+        if good is None:
+            raise ValueError("meter %s: no state snapshot from before the loss at %d in the shadow: "
+                             "set the balance by hand (pmeter batch --command set_credit)" % (meter, since))
+        lost_window = sum(a["amount"] for a in self.applied(meter).values()
+                          if _int(a["amount"]) and good[0] < a["wall"] < since)
+        delta = after[-1][1] - after[0][1] if after else 0
+        return {"meter": meter, "lost_since": since, "good_t": good[0], "good_balance": good[1],
+                "credits_after_good": lost_window, "since_loss": delta,
+                "amount": good[1] + lost_window + delta, "unknown_since": good[0]}

@@ -1,0 +1,1 @@
+"""The ``pmeter`` command line: simulator, agent and head-end tools."""

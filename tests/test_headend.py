@@ -1,0 +1,227 @@
+"""Head-end: master key file, vending, ledger, batch and the CLI."""
+
+import binascii
+import json
+import os
+import stat
+import threading
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from agent import config, results
+from agent.tokens import SCHEMA, TokenGuard
+from headend import batch, cli, keys, parse_amount, vend
+from headend.ledger import Ledger
+
+METER = "000000000001"
+T0 = 1700000000
+
+
+@pytest.fixture
+def master(tmp_path):
+    path = str(tmp_path / "master.key")
+    keys.init_master(path)
+    return path
+
+
+def device(master_path, meter=METER, divider=1):
+    prov = keys.provision(keys.load_master(master_path), meter, 0, divider)
+    prov.pop("link_key")
+    return TokenGuard.from_config(meter, config.validate(prov, SCHEMA))
+
+
+def test_parse_amount():
+    assert parse_amount("50.00") == 500000
+    assert parse_amount("50") == 500000
+    assert parse_amount("0.0001") == 1
+    assert parse_amount("12.3456") == 123456
+    for bad in ("", " ", "-1", "+1", "1.23456", "1e3", "abc", "1.", ".5", "1,5", "١٢", "nan", "1.2.3"):
+        with pytest.raises(ValueError):
+            parse_amount(bad)
+
+
+@settings(max_examples=200)
+@given(st.decimals(min_value=0, max_value=10**9, places=4, allow_nan=False, allow_infinity=False))
+def test_parse_amount_matches_decimal(d):
+    assert parse_amount(str(d) if "E" not in str(d) else format(d, "f")) == int(d * 10000)
+
+
+def test_master_key_file_is_private_and_never_overwritten(tmp_path, master):
+    assert stat.S_IMODE(os.stat(master).st_mode) == 0o600
+    with pytest.raises(keys.KeyFileError):
+        keys.init_master(master)
+    os.chmod(master, 0o644)
+    with pytest.raises(keys.KeyFileError, match="chmod 600"):
+        keys.load_master(master)
+    with pytest.raises(keys.KeyFileError, match="does not exist"):
+        keys.load_master(str(tmp_path / "nope"))
+
+
+def test_vended_tokens_are_accepted_by_the_device_once(tmp_path, master):
+    m = keys.load_master(master)
+    led = Ledger(str(tmp_path / "l.db"))
+    g = device(master)
+    seq, tok = vend.topup(led, m, METER, 500000, T0)
+    code, t = g.check(tok, T0)
+    assert code == results.ACCEPTED and t.amount == 500000 and t.seq == seq == 1
+    g.accept(t)
+    assert g.check(tok, T0)[0] == results.ALREADY_USED
+    # The same token on another meter is refused.
+    assert device(master, "000000000002").check(tok, T0)[0] == results.WRONG_METER
+    # Keypad digits.
+    count, digits = vend.keypad_token(led, m, METER, 70000, T0)
+    code, kt = g.check_keypad(digits, T0, 0)
+    assert code == results.ACCEPTED and kt.amount == 70000 and kt.count == count
+    led.record_result(METER, "mqtt", seq, results.ACCEPTED, T0)
+    rec = led.reconcile()
+    assert rec == [{"meter_id": METER, "issued": 570000, "applied": 500000, "pending": 1}]
+
+
+def test_keypad_divider_and_limits(tmp_path, master):
+    m = keys.load_master(master)
+    led = Ledger(":memory:")
+    g = device(master, divider=100)
+    _, digits = vend.keypad_token(led, m, METER, 12300, T0, divider=100)  # 1.23
+    code, kt = g.check_keypad(digits, T0, 0)
+    assert code == results.ACCEPTED and kt.amount == 12300
+    with pytest.raises(ValueError, match="multiple of 100"):
+        vend.keypad_token(led, m, METER, 12345, T0, divider=100)
+    with pytest.raises(ValueError, match="too large"):
+        vend.keypad_token(led, m, METER, 996 * 10000, T0)
+    _, digits = vend.keypad_token(led, m, METER, 996 * 10000, T0, extended=True)
+    assert len(digits) == 12 and g.check_keypad(digits, T0, 0)[1].amount == 996 * 100
+
+
+def test_key_change_through_the_ledger(tmp_path, master):
+    m = keys.load_master(master)
+    led = Ledger(str(tmp_path / "l.db"))
+    g = device(master)
+    seq, tok, rev = vend.key_change(led, m, METER, T0)
+    code, t = g.check(tok, T0)
+    assert code == results.ACCEPTED and g.accept(t) == results.ACCEPTED and g.revision == rev == 1
+    _, tok = vend.topup(led, m, METER, 10000, T0)  # minted with revision 1 now
+    assert g.check(tok, T0)[0] == results.ACCEPTED
+
+
+def test_sequences_never_reused_across_restarts_and_writers(tmp_path, master):
+    m = keys.load_master(master)
+    path = str(tmp_path / "l.db")
+    seqs = []
+    for _ in range(3):  # restarts
+        led = Ledger(path)
+        seqs += [vend.topup(led, m, METER, 1, T0)[0] for _ in range(3)]
+        led.close()
+    lock = threading.Lock()
+
+    def writer():
+        led = Ledger(path)
+        for _ in range(10):
+            s = vend.topup(led, m, METER, 1, T0)[0]
+            with lock:
+                seqs.append(s)
+        led.close()
+
+    threads = [threading.Thread(target=writer) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(seqs) == list(range(1, 40))
+    assert len(Ledger(path).tokens(METER)) == 39
+
+
+def test_batch_reports_each_meter(tmp_path, master):
+    m = keys.load_master(master)
+    led = Ledger(":memory:")
+    text = "meter_id,name\n000000000001,a\n\n000000000002,b\nbad,c\n000000000001,d\n,e\n"
+    rows = batch.run(led, m, text, "set_mode", {"mode": "prepaid"}, T0)
+    assert [(r["meter_id"], r["status"]) for r in rows] == [
+        ("000000000001", "issued"),
+        ("000000000002", "issued"),
+        ("bad", "rejected"),
+        ("000000000001", "rejected"),
+        ("", "rejected"),
+    ]
+    g = device(master, "000000000002")
+    code, t = g.check(binascii.unhexlify(rows[1]["token"]), T0)
+    assert code == results.ACCEPTED and t.command == "set_mode" and t.args == {"mode": "prepaid"}
+    assert batch.read_meter_ids("000000000001\n000000000002\n") == [(1, "000000000001"), (2, "000000000002")]
+
+
+def run_cli(capsys, *argv):
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_cli_end_to_end(tmp_path, capsys):
+    mk = str(tmp_path / "m.key")
+    lg = str(tmp_path / "l.db")
+    common = ["--master", mk]
+    assert run_cli(capsys, "keys", "init", *common)[0] == 0
+    code, out, _ = run_cli(capsys, "keys", "derive", "--meter", METER, "--json", *common)
+    prov = json.loads(out)
+    assert code == 0 and len(prov["key"]) == 64 and prov["revision"] == 0
+    code, out, _ = run_cli(capsys, "vend", "--meter", METER, "--amount", "50.00", "--json", "--ledger", lg, *common)
+    v = json.loads(out)
+    assert code == 0 and v["amount"] == 500000 and v["seq"] == 1
+    code, out, _ = run_cli(capsys, "token", "decode", v["token"], "--meter", METER, "--wall", str(v["expires"] - 1),
+                           "--json", *common)
+    d = json.loads(out)
+    assert code == 0 and d["result"] == "accepted" and d["amount"] == 500000
+    code, out, _ = run_cli(capsys, "token", "decode", v["token"], "--meter", METER, "--wall", str(v["expires"] + 1),
+                           "--json", *common)
+    assert code == 1 and json.loads(out)["result"] == "expired"
+    code, out, _ = run_cli(capsys, "token", "decode", v["token"], "--meter", "000000000002", "--json", *common)
+    assert json.loads(out)["result"] == "wrong_meter"
+    code, out, _ = run_cli(capsys, "vend", "--meter", METER, "--amount", "5", "--keypad", "--json", "--ledger", lg,
+                           *common)
+    k = json.loads(out)
+    code, out, _ = run_cli(capsys, "token", "decode", k["digits"], "--meter", METER, "--json", *common)
+    assert json.loads(out)["amount"] == 50000
+    code, out, _ = run_cli(capsys, "token", "decode", k["digits"], "--meter", METER, "--json",
+                           "--key", prov["keypad_key"])
+    assert json.loads(out)["result"] == "accepted"
+    csv_path = tmp_path / "meters.csv"
+    csv_path.write_text("meter_id\n000000000001\n000000000003\nnope\n")
+    code, out, _ = run_cli(capsys, "batch", "--csv", str(csv_path), "--command", "set_mode", "--arg", "mode=prepaid",
+                           "--ledger", lg, "--out", str(tmp_path / "r.csv"), *common)
+    assert code == 1 and "2 issued, 1 rejected" in out
+    assert "nope" in (tmp_path / "r.csv").read_text()
+
+
+@pytest.mark.parametrize(
+    "argv, arg",
+    [
+        (["vend", "--meter", "123", "--amount", "1"], "--meter"),
+        (["vend", "--meter", METER, "--amount", "1.00001"], "--amount"),
+        (["vend", "--meter", METER, "--amount", "-3"], "--amount"),
+        (["vend", "--meter", METER, "--amount", "0"], "--amount"),
+        (["vend", "--meter", METER, "--amount", "abc"], "--amount"),
+        (["vend", "--meter", METER, "--amount", "1", "--ttl", "x"], "--ttl"),
+        (["vend", "--meter", METER, "--amount", "1", "--keypad", "--divider", "3"], "--divider"),
+        (["vend", "--meter", METER, "--amount", "996", "--keypad"], "--amount"),
+        (["keys", "derive", "--meter", METER, "--revision", "-1"], "--revision"),
+        (["token", "decode", "zz", "--meter", METER], "token"),
+        (["token", "decode", "123456789", "--meter", METER, "--key", "00"], "--key"),
+        (["batch", "--csv", "/nonexistent.csv", "--command", "set_mode"], "--csv"),
+        (["batch", "--csv", "x.csv", "--command", "explode"], "--command"),
+        (["batch", "--csv", "x.csv", "--command", "set_mode", "--arg", "novalue"], "--arg"),
+    ],
+)
+def test_cli_bad_input_exits_2_naming_the_argument(tmp_path, capsys, monkeypatch, argv, arg):
+    monkeypatch.chdir(tmp_path)  # the default ledger would land here
+    monkeypatch.delenv("PMETER_LEDGER", raising=False)
+    mk = str(tmp_path / "m.key")
+    keys.init_master(mk)
+    code, out, err = run_cli(capsys, *(argv + ["--master", mk]))
+    assert code == 2 and arg in err, err
+    assert not os.path.exists(tmp_path / "pmeter-ledger.sqlite")
+
+
+def test_cli_missing_master_is_bad_input(tmp_path, capsys):
+    code, _, err = run_cli(capsys, "vend", "--meter", METER, "--amount", "1", "--master", str(tmp_path / "none"),
+                           "--ledger", str(tmp_path / "l.db"))
+    assert code == 2 and "--master" in err and "pmeter keys init" in err
