@@ -40,6 +40,9 @@ class Field:
     __slots__ = ("kind", "default", "check", "schema", "doc")
 
     def __init__(self, kind, default=_REQUIRED, check=None, schema=None, doc=""):
+        if schema is not None and not isinstance(schema, dict):
+            # A doc string passed positionally lands here: catch it at import.
+            raise TypeError("Field schema must be a dict of Fields; pass the doc as doc=...")
         self.kind = kind
         self.default = default
         self.check = check

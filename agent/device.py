@@ -29,8 +29,8 @@ from agent.store import REJECTED, Finding, StoreError
 DEVICE_VERSION = 1
 
 STORE_FIELDS = {
-    "checkpoint_s": Field(INT, 60, at_least(1), "seconds between checkpoints of energy and balance"),
-    "checkpoint_wh": Field(INT, 0, at_least(0), "also checkpoint after this many Wh (0 = off; costs flash wear)"),
+    "checkpoint_s": Field(INT, 60, at_least(1), doc="seconds between checkpoints of energy and balance"),
+    "checkpoint_wh": Field(INT, 0, at_least(0), doc="also checkpoint after this many Wh (0 = off; costs flash wear)"),
 }
 
 _RESERVED = ("v", "meter", "device")

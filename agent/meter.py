@@ -39,9 +39,9 @@ def _check_meter_id(value):
 
 METER_FIELDS = {
     "id": Field(STR, "000000000001", _check_meter_id, None, "12-digit meter address (as on the nameplate)"),
-    "constant": Field(INT, 3200, between(1, 100000), "meter constant, imp/kWh"),
-    "tz_offset_min": Field(INT, 480, between(-720, 840), "local time zone, minutes east of UTC (China: 480)"),
-    "supply_max_w": Field(INT, 13800, at_least(100), "the most the supply can deliver (60 A x 230 V = 13800 W)"),
+    "constant": Field(INT, 3200, between(1, 100000), doc="meter constant, imp/kWh"),
+    "tz_offset_min": Field(INT, 480, between(-720, 840), doc="local time zone, minutes east of UTC (China: 480)"),
+    "supply_max_w": Field(INT, 13800, at_least(100), doc="the most the supply can deliver (60 A x 230 V = 13800 W)"),
 }
 
 SCHEMA = {

@@ -30,10 +30,10 @@ def check_friendly(f):
 
 
 FRIENDLY_FIELDS = {
-    "night_start": Field(STR, "", None, "no disconnection from this local time (HH:MM, empty = none)"),
-    "night_end": Field(STR, "", None, "... until this local time"),
-    "weekends": Field(BOOL, False, None, "no disconnection on Saturdays and Sundays"),
-    "holidays": Field(LIST, [], None, "no disconnection on these dates (YYYY-MM-DD)"),
+    "night_start": Field(STR, "", None, doc="no disconnection from this local time (HH:MM, empty = none)"),
+    "night_end": Field(STR, "", None, doc="... until this local time"),
+    "weekends": Field(BOOL, False, None, doc="no disconnection on Saturdays and Sundays"),
+    "holidays": Field(LIST, [], None, doc="no disconnection on these dates (YYYY-MM-DD)"),
 }
 
 
@@ -46,14 +46,14 @@ def _check_account(a):
 
 
 ACCOUNT_FIELDS = {
-    "mode": Field(STR, PREPAID, one_of(PREPAID, POSTPAID), "prepaid (cut when credit runs out) or postpaid (bill only)"),
-    "opening_balance": Field(INT, 0, None, "balance at first start, minor units (10000 = 1 CNY)"),
-    "alarm1": Field(INT, 300000, at_least(0), "alarm amount 1 (light, SMS reminder), minor units"),
-    "alarm2": Field(INT, 100000, at_least(0), "alarm amount 2 (sound), minor units; alarm1 >= alarm2"),
-    "overdraft": Field(INT, 0, at_least(0), "overdraft limit: supply continues until the balance falls below -overdraft"),
-    "hoarding": Field(INT, 0, at_least(0), "hoarding limit: refuse a top-up that would exceed it (0 = none)"),
-    "close_allowed": Field(INT, 0, None, "after a cut, the relay closes only once the balance reaches this"),
-    "trip_delay_s": Field(INT, 1800, at_least(0), "seconds credit must stay exhausted before the cut"),
+    "mode": Field(STR, PREPAID, one_of(PREPAID, POSTPAID), doc="prepaid (cut when credit runs out) or postpaid (bill only)"),
+    "opening_balance": Field(INT, 0, None, doc="balance at first start, minor units (10000 = 1 CNY)"),
+    "alarm1": Field(INT, 300000, at_least(0), doc="alarm amount 1 (light, SMS reminder), minor units"),
+    "alarm2": Field(INT, 100000, at_least(0), doc="alarm amount 2 (sound), minor units; alarm1 >= alarm2"),
+    "overdraft": Field(INT, 0, at_least(0), doc="overdraft limit: supply continues until the balance falls below -overdraft"),
+    "hoarding": Field(INT, 0, at_least(0), doc="hoarding limit: refuse a top-up that would exceed it (0 = none)"),
+    "close_allowed": Field(INT, 0, None, doc="after a cut, the relay closes only once the balance reaches this"),
+    "trip_delay_s": Field(INT, 1800, at_least(0), doc="seconds credit must stay exhausted before the cut"),
     "friendly": Field(TABLE, {}, check_friendly, FRIENDLY_FIELDS, "friendly-credit periods: no disconnection"),
 }
 

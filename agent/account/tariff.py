@@ -68,15 +68,15 @@ def _check_slots(slots):
 
 
 TARIFF_FIELDS = {
-    "kind": Field(STR, "flat", one_of("flat", "tiered", "tou", "tiered_tou"), "flat, tiered, tou or tiered_tou"),
-    "price": Field(INT, 5883, at_least(0), "flat price, minor units per kWh (5883 = 0.5883 CNY/kWh)"),
-    "tou_prices": Field(LIST, [], None, "time-of-use prices for sharp, peak, flat, valley (minor units per kWh)"),
-    "tou_slots": Field(LIST, [["00:00", "flat"]], None, "daily slots [\"HH:MM\", rate], 15-minute granularity, first at 00:00"),
-    "tier_kwh": Field(LIST, [], None, "tier thresholds in kWh per cycle, rising"),
-    "tier_prices": Field(LIST, [], None, "price per tier (one more than tier_kwh); added to the TOU price for tiered_tou"),
-    "tier_cycle": Field(STR, "monthly", one_of("monthly", "yearly"), "tier settlement cycle"),
-    "settlement_day": Field(INT, 1, between(1, 28), "day of the month a tier cycle starts"),
-    "settlement_month": Field(INT, 1, between(1, 12), "month a yearly tier cycle starts"),
+    "kind": Field(STR, "flat", one_of("flat", "tiered", "tou", "tiered_tou"), doc="flat, tiered, tou or tiered_tou"),
+    "price": Field(INT, 5883, at_least(0), doc="flat price, minor units per kWh (5883 = 0.5883 CNY/kWh)"),
+    "tou_prices": Field(LIST, [], None, doc="time-of-use prices for sharp, peak, flat, valley (minor units per kWh)"),
+    "tou_slots": Field(LIST, [["00:00", "flat"]], None, doc="daily slots [\"HH:MM\", rate], 15-minute granularity, first at 00:00"),
+    "tier_kwh": Field(LIST, [], None, doc="tier thresholds in kWh per cycle, rising"),
+    "tier_prices": Field(LIST, [], None, doc="price per tier (one more than tier_kwh); added to the TOU price for tiered_tou"),
+    "tier_cycle": Field(STR, "monthly", one_of("monthly", "yearly"), doc="tier settlement cycle"),
+    "settlement_day": Field(INT, 1, between(1, 28), doc="day of the month a tier cycle starts"),
+    "settlement_month": Field(INT, 1, between(1, 12), doc="month a yearly tier cycle starts"),
 }
 
 

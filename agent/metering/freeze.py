@@ -10,11 +10,11 @@ from agent.calendar import civil_from_days, day_start
 from agent.config import INT, Field, between
 
 SCHEMA = {
-    "daily_keep": Field(INT, 62, between(1, 400), "daily freezes kept (meters keep 62)"),
-    "monthly_keep": Field(INT, 12, between(1, 120), "monthly freezes kept"),
-    "settlement_day": Field(INT, 1, between(1, 28), "day of the month of the monthly (settlement) freeze"),
-    "profile_minutes": Field(INT, 15, between(1, 1440), "load profile period in minutes (1440 must be a multiple)"),
-    "profile_keep": Field(INT, 96, between(0, 8928), "load profile periods kept (0 = no profile)"),
+    "daily_keep": Field(INT, 62, between(1, 400), doc="daily freezes kept (meters keep 62)"),
+    "monthly_keep": Field(INT, 12, between(1, 120), doc="monthly freezes kept"),
+    "settlement_day": Field(INT, 1, between(1, 28), doc="day of the month of the monthly (settlement) freeze"),
+    "profile_minutes": Field(INT, 15, between(1, 1440), doc="load profile period in minutes (1440 must be a multiple)"),
+    "profile_keep": Field(INT, 96, between(0, 8928), doc="load profile periods kept (0 = no profile)"),
 }
 
 MISSED_DAYS_MAX = 62  # cap on catch-up freezes after a long outage or clock jump

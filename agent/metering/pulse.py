@@ -11,9 +11,9 @@ the filter is exact however late the shell delivers them.
 from agent.config import INT, Field, between
 
 SCHEMA = {
-    "min_high_ms": Field(INT, 25, between(1, 10000), "a pulse must stay active at least this long (S0: >= 30 ms pulses)"),
-    "min_low_ms": Field(INT, 20, between(1, 10000), "the input must rest inactive at least this long between pulses"),
-    "min_gap_ms": Field(INT, 50, between(0, 60000), "minimum time between the starts of two counted pulses"),
+    "min_high_ms": Field(INT, 25, between(1, 10000), doc="a pulse must stay active at least this long (S0: >= 30 ms pulses)"),
+    "min_low_ms": Field(INT, 20, between(1, 10000), doc="the input must rest inactive at least this long between pulses"),
+    "min_gap_ms": Field(INT, 50, between(0, 60000), doc="minimum time between the starts of two counted pulses"),
 }
 
 

@@ -19,13 +19,13 @@ from agent.config import BOOL, INT, STR, Field, between, one_of
 from agent.events import PulseCoil
 
 SCHEMA = {
-    "pulse_ms": Field(INT, 60, between(10, 250), "coil pulse width (latching relays: 40-100 ms typical)"),
-    "min_interval_ms": Field(INT, 1000, between(0, 600000), "minimum time between two coil operations"),
-    "settle_ms": Field(INT, 50, between(0, 10000), "wait after a pulse before reading the feedback contact"),
-    "feedback": Field(BOOL, False, None, "a feedback (auxiliary) contact is wired"),
-    "retries": Field(INT, 3, between(0, 10), "retries after a failed operation"),
-    "retry_backoff_ms": Field(INT, 2000, between(0, 3600000), "first retry delay; doubles on each retry"),
-    "reconnect": Field(STR, "auto", one_of("auto", "button"), "after a top-up: close at once, or wait for the button"),
+    "pulse_ms": Field(INT, 60, between(10, 250), doc="coil pulse width (latching relays: 40-100 ms typical)"),
+    "min_interval_ms": Field(INT, 1000, between(0, 600000), doc="minimum time between two coil operations"),
+    "settle_ms": Field(INT, 50, between(0, 10000), doc="wait after a pulse before reading the feedback contact"),
+    "feedback": Field(BOOL, False, None, doc="a feedback (auxiliary) contact is wired"),
+    "retries": Field(INT, 3, between(0, 10), doc="retries after a failed operation"),
+    "retry_backoff_ms": Field(INT, 2000, between(0, 3600000), doc="first retry delay; doubles on each retry"),
+    "reconnect": Field(STR, "auto", one_of("auto", "button"), doc="after a top-up: close at once, or wait for the button"),
 }
 
 IDLE = 0
