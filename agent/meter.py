@@ -12,6 +12,7 @@ durability layer commits before it passes on any ``Ack`` or coil pulse.
 """
 
 from agent import results
+from agent.commands import NAMES
 from agent.account.account import FRIENDLY_FIELDS, LIMIT_NAMES, POSTPAID, PREPAID, Account, account_field, active_tariff_field, check_friendly
 from agent.account.tariff import TARIFF_FIELDS, check_tariff
 from agent.calendar import DAY, date_key, weekday
@@ -53,26 +54,7 @@ SCHEMA = {
     "freeze": Field(TABLE, {}, None, freeze_mod.SCHEMA, "frozen readings"),
 }
 
-COMMAND_NAMES = (
-    "trip",
-    "close_allowed",
-    "close_direct",
-    "trip_then_close",
-    "alarm_on",
-    "alarm_off",
-    "guarantee_on",
-    "guarantee_off",
-    "force_on",
-    "force_off",
-    "set_mode",
-    "set_limits",
-    "set_tariff",
-    "clear_credit",
-    "set_credit",
-    "set_friendly",
-    "freeze",
-    "set_clock",
-)
+COMMAND_NAMES = NAMES
 
 
 def _int(value):

@@ -15,8 +15,7 @@ DEFAULT_TTL = 7 * 86400  # a top-up not delivered within a week is void
 
 # set_credit (set the balance: the head-end's restore of a lost store) is a
 # core command; older token layers did not list it, so it is added here.
-COMMANDS = tuple(c for c in mqtt.COMMANDS if c != mqtt.KEY_CHANGE) + (
-    () if "set_credit" in mqtt.COMMANDS else ("set_credit",))
+COMMANDS = tuple(c for c in mqtt.COMMANDS if c != mqtt.KEY_CHANGE)
 
 
 def topup(ledger, master, meter_id, amount, wall, ttl=DEFAULT_TTL, operator=None):

@@ -26,6 +26,7 @@ so one token has exactly one byte string.
 
 from agent import crypto, results
 from agent.codec import msgpack
+from agent.commands import NAMES
 
 VERSION = 1
 TAG_LEN = 16
@@ -41,30 +42,12 @@ TOPUP = "topup"
 COMMAND = "command"
 KINDS = (TOPUP, COMMAND)
 
-# Commands a token may carry: the core's (agent/meter.py) plus two the
-# token layer handles itself (key_change) or turns into an event (set_clock).
+# Commands a token may carry: the core's (agent/commands.py), of which the
+# shell turns set_clock into an event, plus key_change, which the token layer
+# handles itself.
 KEY_CHANGE = "key_change"
 SET_CLOCK = "set_clock"
-COMMANDS = (
-    "trip",
-    "close_allowed",
-    "close_direct",
-    "trip_then_close",
-    "alarm_on",
-    "alarm_off",
-    "guarantee_on",
-    "guarantee_off",
-    "force_on",
-    "force_off",
-    "set_mode",
-    "set_limits",
-    "set_tariff",
-    "clear_credit",
-    "set_friendly",
-    "freeze",
-    SET_CLOCK,
-    KEY_CHANGE,
-)
+COMMANDS = NAMES + (KEY_CHANGE,)
 
 _COMMON = ("i", "k", "m", "r", "s", "v", "x")
 _FIELDS = {TOPUP: _COMMON + ("a",), COMMAND: _COMMON + ("c", "p")}
