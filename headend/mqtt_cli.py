@@ -1,7 +1,9 @@
-"""``pmeter push`` and ``pmeter status``: the head-end's command line.
+"""``pmeter push``, ``pmeter status`` and ``pmeter restore``: the head-end's command line.
 
 Connection settings come from options or the environment (PMETER_BROKER,
-PMETER_CA, PMETER_CERT, PMETER_KEY, PMETER_MASTER_KEY_FILE, PMETER_SHADOW).
+PMETER_CA, PMETER_CERT, PMETER_KEY, PMETER_MASTER_KEY_FILE, PMETER_SHADOW,
+PMETER_LEDGER).  The ledger is the same file ``pmeter vend`` and ``pmeter
+batch`` use: every sequence comes from it.
 Exit codes: 0 accepted/ok, 1 refused by the meter or no answer, 2 bad input.
 """
 
@@ -46,15 +48,56 @@ def _connection_args(p):
     p.add_argument("--key", default=os.environ.get("PMETER_KEY"), help="head-end client key [PMETER_KEY]")
     p.add_argument("--master-key-file", default=os.environ.get("PMETER_MASTER_KEY_FILE"),
                    help="file holding the master key in hex [PMETER_MASTER_KEY_FILE]")
+    p.add_argument("--client-id", default=os.environ.get("PMETER_CLIENT_ID", "headend-cli"),
+                   help="MQTT client id; its persistent session collects what meters send between runs. "
+                        "Processes running at the same time need different ids [PMETER_CLIENT_ID]")
 
 
 def _shadow_arg(p):
     p.add_argument("--shadow", default=os.environ.get("PMETER_SHADOW", "pmeter-shadow.db"),
                    help="SQLite shadow database [PMETER_SHADOW]")
+    p.add_argument("--ledger", default=os.environ.get("PMETER_LEDGER", "pmeter-ledger.sqlite"),
+                   help="SQLite ledger of issued tokens, shared with pmeter vend [PMETER_LEDGER]")
+
+
+def _open_shadow(args):
+    from headend.ledger import Ledger
+    from headend.shadow import Shadow
+
+    return Shadow(args.shadow, Ledger(args.ledger))
+
+
+def _connect(args):
+    """(HeadEnd, None) or (None, exit code) after checking the connection options."""
+    host, _, port = args.broker.rpartition(":")
+    if not host or not port.isdigit():
+        return None, _fail("--broker must be HOST:PORT, got %r" % args.broker)
+    for name in ("ca", "cert", "key", "master_key_file"):
+        path = getattr(args, name)
+        if not path or not os.path.isfile(path):
+            return None, _fail("--%s: no such file %r" % (name.replace("_", "-"), path))
+    try:
+        master = bytes.fromhex(open(args.master_key_file).read().strip())
+    except ValueError:
+        return None, _fail("--master-key-file must hold the master key in hex")
+    from headend.link import Fleet, HeadEnd
+    from hw.mqtt_paho import TLS
+
+    try:
+        fleet = Fleet(master)
+    except ValueError as e:
+        return None, _fail("--master-key-file: %s" % e)
+    head = HeadEnd(fleet, _open_shadow(args), host, int(port), tls=TLS(args.ca, args.cert, args.key),
+                   client_id=args.client_id)
+    try:
+        head.start()
+    except Exception as e:
+        return None, _fail("cannot reach the broker at %s: %s" % (args.broker, e), 1)
+    return head, None
 
 
 def register(subparsers):
-    """Add ``push`` and ``status`` to the ``pmeter`` command."""
+    """Add ``push``, ``status`` and ``restore`` to the ``pmeter`` command."""
     p = subparsers.add_parser("push", help="vend a top-up to a meter over MQTT and wait for its ack")
     p.add_argument("--meter", required=True, type=_meter_id, help="12-digit meter id")
     p.add_argument("--amount", required=True, help="amount in currency units, e.g. 50.00")
@@ -69,6 +112,14 @@ def register(subparsers):
     s.add_argument("--json", action="store_true", help="print JSON")
     _shadow_arg(s)
     s.set_defaults(handler=cmd_status)
+    r = subparsers.add_parser("restore", help="give a meter that lost its store its balance back from the shadow")
+    r.add_argument("--meter", required=True, type=_meter_id, help="12-digit meter id")
+    r.add_argument("--yes", action="store_true", help="send it (without: only show what would be sent)")
+    r.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the acknowledgement")
+    r.add_argument("--json", action="store_true", help="print JSON")
+    _connection_args(r)
+    _shadow_arg(r)
+    r.set_defaults(handler=cmd_restore)
 
 
 def cmd_push(args):
@@ -77,31 +128,9 @@ def cmd_push(args):
         amount = parse_amount(args.amount)
     except ValueError as e:
         return _fail(str(e))
-    host, _, port = args.broker.rpartition(":")
-    if not host or not port.isdigit():
-        return _fail("--broker must be HOST:PORT, got %r" % args.broker)
-    for name in ("ca", "cert", "key", "master_key_file"):
-        path = getattr(args, name)
-        if not path or not os.path.isfile(path):
-            return _fail("--%s: no such file %r" % (name.replace("_", "-"), path))
-    try:
-        master = bytes.fromhex(open(args.master_key_file).read().strip())
-    except ValueError:
-        return _fail("--master-key-file must hold the master key in hex")
-    from headend.link import Fleet, HeadEnd
-    from headend.shadow import Shadow
-    from hw.mqtt_paho import TLS
-
-    try:
-        fleet = Fleet(master)
-    except ValueError as e:
-        return _fail("--master-key-file: %s" % e)
-    shadow = Shadow(args.shadow)
-    head = HeadEnd(fleet, shadow, host, int(port), tls=TLS(args.ca, args.cert, args.key))
-    try:
-        head.start()
-    except Exception as e:
-        return _fail("cannot reach the broker at %s: %s" % (args.broker, e), 1)
+    head, code = _connect(args)
+    if head is None:
+        return code
     try:
         ref, ack, secs = head.push_topup(args.meter, amount, wait=args.timeout if args.wait else 0)
     finally:
@@ -130,14 +159,14 @@ def cmd_status(args):
     """Print the shadow (and reconciliation) of one meter or all."""
     if not os.path.isfile(args.shadow):
         return _fail("--shadow: no such file %r" % args.shadow)
-    from headend.shadow import Shadow
+    import time
 
-    shadow = Shadow(args.shadow)
+    shadow = _open_shadow(args)
     rows = shadow.meters(args.meter)
     if args.meter and not rows:
         return _fail("meter %s is not in the shadow %s" % (args.meter, args.shadow), 1)
     for row in rows:
-        row["reconcile"] = shadow.reconcile(row["meter"])
+        row["reconcile"] = shadow.reconcile(row["meter"], int(time.time()))
     if args.json:
         print(json.dumps(rows, sort_keys=True))
         return 0
@@ -146,5 +175,54 @@ def cmd_status(args):
         rec = row["reconcile"]
         print("%s  %-7s  balance %-12s  relay %-16s  energy %s Wh  issued %s  applied %s  %s" % (
             row["meter"], row["status"] or "?", st.get("bal"), st.get("relay"), st.get("wh"),
-            rec["issued"], rec["applied"], "; ".join(rec["problems"]) or "ok"))
+            rec["issued"], rec["applied"], "; ".join(p["message"] for p in rec["problems"]) or "ok"))
     return 0
+
+
+def _money(v):
+    return "%s%d.%04d" % (("-",) + divmod(-v, MONEY_SCALE)) if v < 0 else "%d.%04d" % divmod(v, MONEY_SCALE)
+
+
+def cmd_restore(args):
+    """Restore a lost meter's balance from the shadow (set_credit, authenticated)."""
+    if not os.path.isfile(args.shadow):
+        return _fail("--shadow: no such file %r" % args.shadow)
+    shadow = _open_shadow(args)
+    try:
+        plan = shadow.restore_plan(args.meter)
+    except ValueError as e:
+        return _fail("cannot restore: %s" % e, 1)
+    finally:
+        shadow.close()
+    text = ("meter %s lost its store at %d; last good balance %s (state of %d) + credits applied after it %s "
+            "+ change since the loss %s = %s" % (args.meter, plan["lost_since"], _money(plan["good_balance"]),
+                                                 plan["good_t"], _money(plan["credits_after_good"]),
+                                                 _money(plan["since_loss"]), _money(plan["amount"])))
+    if not args.yes:
+        if args.json:
+            print(json.dumps(dict(plan, sent=False), sort_keys=True))
+        else:
+            print(text)
+            print("not sent: add --yes to set the meter's balance to %s" % _money(plan["amount"]))
+        return 0
+    head, code = _connect(args)
+    if head is None:
+        return code
+    try:
+        plan, ref, ack, secs = head.restore(args.meter, wait=args.timeout)
+    except ValueError as e:
+        head.stop()
+        return _fail("cannot restore: %s" % e, 1)
+    head.stop()
+    out = dict(plan, sent=True, ref=ref, code=ack["b"]["code"] if ack else None,
+               balance=ack["b"]["bal"] if ack else None)
+    if args.json:
+        print(json.dumps(out, sort_keys=True))
+    elif ack is None:
+        print(text)
+        print("no acknowledgement from meter %s within %.0f s (ref %s)" % (args.meter, args.timeout, ref))
+    else:
+        print(text)
+        print("%s %s: balance %s" % (ref, out["code"], _money(out["balance"]) if isinstance(out["balance"], int)
+                                     else out["balance"]))
+    return 0 if out["code"] == "accepted" else 1

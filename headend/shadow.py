@@ -6,8 +6,10 @@ Three sources, never mixed up:
   place sequences come from (``pmeter vend``, ``pmeter push``, commands,
   restore); the shadow keeps no ledger or sequence table of its own;
 - credit **applied**: the meters' ``topup`` events, stored once per
-  (meter, outbox ``q``) and counted once per token reference, i.e. per
-  (meter, token sequence);
+  (meter, outbox epoch, outbox ``q``) and counted once per token
+  reference, i.e. per (meter, token sequence).  The epoch comes from the
+  meter's birth message: a meter that lost its store restarts ``q`` at 1
+  under a new epoch;
 - the **balance**: the meters' retained state snapshots.
 
 Tables: ``shadow`` (latest status, birth, state, the reconciliation
@@ -32,11 +34,11 @@ STATES_KEPT = 200  # state snapshots kept per meter
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
-    meter TEXT NOT NULL, q INTEGER NOT NULL, seq INTEGER, kind TEXT, reason TEXT, wall INTEGER, body TEXT,
-    PRIMARY KEY (meter, q));
+    meter TEXT NOT NULL, epoch INTEGER NOT NULL, q INTEGER NOT NULL, seq INTEGER, kind TEXT, reason TEXT,
+    wall INTEGER, body TEXT, PRIMARY KEY (meter, epoch, q));
 CREATE TABLE IF NOT EXISTS shadow (
     meter TEXT PRIMARY KEY, status TEXT, seen INTEGER, state TEXT, state_t INTEGER, birth TEXT,
-    tele TEXT, baseline TEXT, lost_since INTEGER);
+    tele TEXT, baseline TEXT, lost_since INTEGER, epoch INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS states (
     meter TEXT NOT NULL, t INTEGER NOT NULL, bal INTEGER, body TEXT NOT NULL, UNIQUE (meter, t, body));
 """
@@ -112,6 +114,10 @@ class Shadow:
                 db.execute("UPDATE shadow SET status=? WHERE meter=?", (body, meter))
             elif leaf == "birth":
                 db.execute("UPDATE shadow SET birth=? WHERE meter=?", (_json(body), meter))
+                # Birth precedes the outbox replay on every connection (and
+                # MQTT keeps one client's order): later entries are of this epoch.
+                if isinstance(body, dict) and _int(body.get("epoch")):
+                    db.execute("UPDATE shadow SET epoch=? WHERE meter=?", (body["epoch"], meter))
             elif leaf == "state" and isinstance(body, dict):
                 text = _json(body)
                 db.execute("UPDATE shadow SET state=?, state_t=? WHERE meter=?", (text, t, meter))
@@ -124,7 +130,8 @@ class Shadow:
                 )
                 # The first balance seen (and the first after a restore or a
                 # lost store) is the baseline of the balance check.
-                base = {"t": t, "bal": bal, "chg": body.get("chg"), "cred": body.get("cred")}
+                epoch = db.execute("SELECT epoch FROM shadow WHERE meter=?", (meter,)).fetchone()[0]
+                base = {"t": t, "bal": bal, "chg": body.get("chg"), "evt": body.get("evt"), "epoch": epoch}
                 db.execute("UPDATE shadow SET baseline=? WHERE meter=? AND baseline IS NULL", (_json(base), meter))
             elif leaf == "tele" and isinstance(body, dict):
                 db.execute("UPDATE shadow SET tele=? WHERE meter=?", (_json(body), meter))
@@ -132,9 +139,11 @@ class Shadow:
                 kind = body.get("kind") if leaf == "evt" else "ack"
                 reason = body.get("reason") if leaf == "evt" else body.get("code")
                 wall = body.get("wall") if _int(body.get("wall")) else t
+                epoch = db.execute("SELECT epoch FROM shadow WHERE meter=?", (meter,)).fetchone()[0]
                 cur = db.execute(
-                    "INSERT OR IGNORE INTO events (meter, q, seq, kind, reason, wall, body) VALUES (?,?,?,?,?,?,?)",
-                    (meter, fields["q"], body.get("seq") if _int(body.get("seq")) else None,
+                    "INSERT OR IGNORE INTO events (meter, epoch, q, seq, kind, reason, wall, body)"
+                    " VALUES (?,?,?,?,?,?,?,?)",
+                    (meter, epoch, fields["q"], body.get("seq") if _int(body.get("seq")) else None,
                      kind if isinstance(kind, str) else None, reason if isinstance(reason, str) else None,
                      wall, _json(body)),
                 )
@@ -185,14 +194,16 @@ class Shadow:
 
     def applied(self, meter):
         """Credits applied by ``meter``: {ref: {"amount", "wall", "records"}} from its
-        accepted ``topup`` events, one entry per token reference."""
+        accepted ``topup`` events, one entry per token reference; ``records``
+        lists the (epoch, record seq) of each event that applied it."""
         with self.lock:
             rows = self.db.execute(
-                "SELECT seq, wall, body FROM events WHERE meter=? AND kind='topup' AND reason=? ORDER BY q",
-                (meter, results.ACCEPTED),
+                "SELECT epoch, seq, wall, body FROM events WHERE meter=? AND kind='topup' AND reason=?"
+                " ORDER BY rowid", (meter, results.ACCEPTED),
             ).fetchall()
         out = {}
-        for rseq, wall, body in rows:
+        for epoch, rseq, wall, body in rows:
+            rseq = (epoch, rseq)
             data = json.loads(body).get("data") or {}
             ref = data.get("ref")
             entry = out.get(ref)
@@ -251,17 +262,31 @@ class Shadow:
                                         "balance: restore it (pmeter restore --meter %s)" % (lost_since, meter)))
             base = json.loads(row[2]) if row[2] else None
             if base is not None and _int(balance) and _int(base.get("bal")):
-                problems.extend(self._balance_check(applied, base, state, row[1]))
+                problems.extend(self._balance_check(applied, base, state, row[1] or 0))
         return {"meter": meter, "issued": sum(t["amount"] for t in issued.values()),
                 "applied": sum(a["amount"] for a in applied.values() if _int(a["amount"])),
                 "pending": pending, "balance": balance, "lost_since": lost_since, "problems": problems}
 
     @staticmethod
     def _balance_check(applied, base, state, state_t):
-        # Credits applied after the baseline state and no later than the
-        # current one (times are the meter's, to the second).
-        credits = sum(a["amount"] for a in applied.values()
-                      if _int(a["amount"]) and base["t"] < a["wall"] <= state_t)
+        # Credits the current balance holds beyond the baseline's: exactly
+        # those whose event record falls between the two states' ``evt``
+        # (the last record each includes); without it, by the meter's wall
+        # clock, counting same-second credits in (only loosens the check).
+        epoch = base.get("epoch")
+        exact = _int(base.get("evt")) and _int(state.get("evt")) and state["evt"] >= base["evt"]
+        credits = 0
+        for a in applied.values():
+            if not _int(a["amount"]):
+                continue
+            if exact:  # every record counts: a credit applied twice is in the balance twice
+                for rec_epoch, rseq in a["records"]:
+                    if rec_epoch == epoch and _int(rseq) and base["evt"] < rseq <= state["evt"]:
+                        credits += a["amount"]
+            elif base["t"] <= a["wall"] <= state_t:
+                credits += a["amount"]
+        if not exact and _int(state.get("chg")):
+            state = dict(state, chg=None)  # no exact credit figure: only the upper bound below holds
         bal = state["bal"]
         chg, bchg = state.get("chg"), base.get("chg")
         if _int(chg) and _int(bchg):

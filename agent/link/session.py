@@ -14,6 +14,7 @@ commit.
 """
 
 from agent import results
+from agent.config import BOOL, STR, Field
 from agent.link import envelope, topics
 from agent.link.outbox import CRITICAL, EVENT, TELE, Outbox
 from agent.link.replay import ReplayGuard
@@ -31,6 +32,14 @@ CRITICAL_KINDS = (
     "power_down",
     "power_up",
 )
+
+# Link settings for Home Assistant (part of the agent's ``link`` config section).
+HA_FIELDS = {
+    "ha_discovery": Field(BOOL, False, doc="publish Home Assistant MQTT discovery and a PLAINTEXT state "
+                          "topic pm/<id>/ha (gives up payload sealing for it: local broker only)"),
+    "ha_prefix": Field(STR, topics.HA_PREFIX, doc="Home Assistant discovery prefix"),
+    "ha_currency": Field(STR, "CNY", doc="currency of the balance sensor"),
+}
 
 REJECT_BURST = 10  # link_reject events allowed per REJECT_PERIOD_MS, the rest counted
 REJECT_PERIOD_MS = 60000
@@ -79,12 +88,17 @@ class Session:
 
     def __init__(self, meter_id, keys, nonce_prefix, prefix=topics.PREFIX,
                  outbox=None, guard=None, boot=0, fw="", key_rev=0,
-                 max_payload=envelope.MAX_PAYLOAD):
+                 max_payload=envelope.MAX_PAYLOAD, ha=None):
         if not topics.valid_meter_id(meter_id):
             raise ValueError("meter id %r: must be 12 digits" % (meter_id,))
         self.meter_id = meter_id
         self.keys = keys
         self.nonces = envelope.Nonces(nonce_prefix)
+        # The outbox's identity: random at first boot, then kept in the
+        # store.  A meter whose store was lost restarts its ``q`` from 1
+        # under a new epoch, so the head-end does not take its new entries
+        # for re-sends of old ones (it de-duplicates by (meter, epoch, q)).
+        self.epoch = ((nonce_prefix[0] & 0x7F) << 24) | (nonce_prefix[1] << 16) | (nonce_prefix[2] << 8) | nonce_prefix[3]
         self.prefix = prefix
         self.outbox = outbox if outbox is not None else Outbox()
         self.guard = guard if guard is not None else ReplayGuard()
@@ -92,6 +106,9 @@ class Session:
         self.fw = fw
         self.key_rev = key_rev
         self.max_payload = max_payload
+        # Home Assistant discovery: None (off, the default) or the validated
+        # HA_FIELDS dict with ha_discovery true.
+        self.ha = ha if ha and ha.get("ha_discovery") else None
         self.online = False
         self.dirty = False
         self.last_event_seq = 0
@@ -157,6 +174,7 @@ class Session:
         birth = {
             "boot": self.boot,
             "dropped": list(self.outbox.dropped),
+            "epoch": self.epoch,
             "fw": self.fw,
             "key_rev": self.key_rev,
             "last_evt": self.last_event_seq,
@@ -166,8 +184,18 @@ class Session:
         outs.append(Out(self.topic(topics.BIRTH), self._seal(topics.BIRTH, {"b": birth}, wall), 1, False))
         if self.state is not None:
             outs.append(self._state_out(wall))
+        if self.ha is not None:
+            for t, payload in topics.ha_discovery(self.meter_id, self.prefix, self.ha.get("ha_prefix", topics.HA_PREFIX),
+                                                  self.ha.get("ha_currency", "CNY")):
+                outs.append(Out(t, payload, 1, True))
+            if self.state is not None:
+                outs.append(self._ha_out(self.state))
         outs.extend(self._drain(wall))
         return outs
+
+    def _ha_out(self, body):
+        # Plaintext, retained, not from the outbox: HA only needs the latest.
+        return Out(self.topic(topics.HA), topics.ha_state(body), 1, True)
 
     def disconnected(self):
         """The connection dropped: in-flight entries will be sent again."""
@@ -275,6 +303,8 @@ class Session:
         body["dropped"] = list(self.outbox.dropped)
         body["pending"] = self.outbox.pending()
         _seq, outs = self._queue(TELE, topics.TELE, body, wall)
+        if self.ha is not None and self.online:
+            outs.append(self._ha_out(body))
         return outs
 
     def can_accept_money(self):
@@ -282,10 +312,18 @@ class Session:
         return self.outbox.can_accept_critical()
 
     def set_state(self, body, wall):
-        """New state snapshot: published retained now if online, else on connect."""
+        """New state snapshot: published retained now if online, else on connect.
+
+        The body gains ``evt``: the last event record sequence it includes,
+        so the head-end knows exactly which credits the balance contains.
+        """
+        body = dict(body)
+        body["evt"] = self.last_event_seq
         self.state = body
         if not self.online:
             return []
+        if self.ha is not None:
+            return [self._state_out(wall), self._ha_out(body)]
         return [self._state_out(wall)]
 
     def _state_out(self, wall):
@@ -297,7 +335,7 @@ class Session:
     def snapshot(self):
         """What the store must keep: outbox, replay guard, last event seq."""
         self.dirty = False
-        return {"guard": self.guard.snapshot(), "last_evt": self.last_event_seq,
+        return {"epoch": self.epoch, "guard": self.guard.snapshot(), "last_evt": self.last_event_seq,
                 "outbox": self.outbox.snapshot()}
 
     def restore(self, snap):
@@ -309,5 +347,9 @@ class Session:
         last = snap.get("last_evt", 0)
         if not isinstance(last, int) or last < 0:
             raise ValueError("link snapshot field 'last_evt': must be an int >= 0")
+        epoch = snap.get("epoch", self.epoch)  # older snapshots have none: keep this boot's
+        if not isinstance(epoch, int) or epoch < 0:
+            raise ValueError("link snapshot field 'epoch': must be an int >= 0")
         self.last_event_seq = last
+        self.epoch = epoch
         self.dirty = False

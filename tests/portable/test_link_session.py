@@ -42,7 +42,7 @@ def test_session_connect_birth_state_and_outbox_replay():
     birth = envelope.open_uplink(keys, outs[1].topic, outs[1].payload, "birth", MID)
     assert birth["b"]["boot"] == 3 and birth["b"]["last_evt"] == 7 and birth["b"]["pending"] == 1
     state = envelope.open_uplink(keys, outs[2].topic, outs[2].payload, "state", MID)
-    assert state["b"] == {"bal": 5} and outs[2].retain
+    assert state["b"] == {"bal": 5, "evt": 7} and outs[2].retain
     evt = envelope.open_uplink(keys, outs[3].topic, outs[3].payload, "evt", MID)
     assert evt["q"] == 1 and evt["b"]["kind"] == "topup"
     s.disconnected()
