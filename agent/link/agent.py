@@ -1,22 +1,47 @@
-"""Glue of one linked meter: core + token guard + link session + commit.
+"""One linked meter: the core on its Device, the TokenGuard, the link Session.
 
-Portable and still sans-I/O: the shell gives it a ``commit(value)``
-function (the durable store) and carries out what it returns - MQTT
-``Out``s for the transport, and the core's hardware actions (PulseCoil,
-Alarm).  Everything that must be durable is committed, in one commit of
-``{"meter", "tokens", "link"}``, before anything it justifies is returned:
-no ack is published and no relay is closed before the credit, the used
-token, the used command sequence and the outbox entry are on disk.
+Portable and still sans-I/O: the shell feeds it local events, broker
+messages and keypad entries with the time, and carries out what it
+returns - hardware actions (PulseCoil, Alarm; Acks of DL/T 645 commands)
+and MQTT ``Out``s for the transport.
 
-When the store engineer's Device layer lands this is the place that would
-feed it instead of calling ``commit`` directly.
+Durability.  The ``Device`` (agent/device.py) owns the store and every
+commit.  The guard and the session are registered as Device parts, so
+the one atomic commit holds ``{meter, tokens, link}``.  To make that one
+commit contain the *effects of the same event* on all three, the
+LinkedMeter hooks the core: the Device builds the meter from a subclass
+whose ``handle`` hands the core's actions to the LinkedMeter before the
+Device commits (``_absorb``).  There, an accepted token is marked used,
+the core's records and acks enter the outbox, and when only the link or
+the guard changed a ``Persist`` is added so the Device commits anyway.
+So no ack is published and no relay is closed before the credit, the
+used token, the used command sequence and the outbox entry are on disk.
+``Out``s made while a commit fails are held back until one succeeds.
+
+Token handling (MQTT and keypad):
+- top-ups -> ``TopUp``; management commands -> ``Command``; the token is
+  marked used only when the core accepted it (a top-up refused by the
+  hoarding limit stays usable later);
+- ``key_change`` -> ``guard.accept`` (installs the new key) + commit + ack,
+  never the core;
+- ``set_clock`` -> a ``SetClock`` event (and ``on_clock(wall)`` so the
+  shell sets the RTC) + ack;
+- keypad: add -> ``TopUp``, set -> ``Command set_credit``, disable ->
+  ``Command set_mode postpaid``, counter sync -> accept + commit; a wrong
+  entry advances the lockout, which is committed before ``keypad``
+  returns (a power cycle between guesses must not forget it).
+
+``LinkedMeter(meter, guard, session, commit)`` (a ready Meter and a
+commit function, no Device) is kept for the link's own tests and bench.
 """
 
 from agent import results
-from agent.events import Command, TopUp
-from agent.link import topics
+from agent.codec import msgpack
+from agent.events import Command, Persist, SetClock, Tick, TopUp
+from agent.tokens import mqtt as token_mqtt
 
 TELEMETRY_S = 300
+
 
 def record_body(rec):
     """An event record as the map published on ``evt``."""
@@ -38,86 +63,281 @@ def summary(meter):
     }
 
 
-class LinkedMeter:
-    """Runs a Meter with its TokenGuard behind a link Session."""
+class _Part:
+    """A Device part over an object with ``snapshot()``/``restore(value)``.
 
-    def __init__(self, meter, guard, session, commit, telemetry_s=TELEMETRY_S):
+    The Device restores ``None`` when the store had nothing (or nothing
+    that fits).  With ``fresh`` the object then goes back to how it was
+    built (a failed restore of a damaged copy may have changed part of
+    it); without, it is left as it is (for objects whose ``restore``
+    checks everything before changing anything, like the TokenGuard,
+    whose snapshot is too large to keep a second copy of on a board).
+    """
+
+    def __init__(self, obj, fresh):
+        self.obj = obj
+        # A deep copy: the live object's lists change as it runs.
+        self.fresh = msgpack.unpack(msgpack.pack(obj.snapshot())) if fresh else None
+
+    def snapshot(self):
+        return self.obj.snapshot()
+
+    def restore(self, value):
+        if value is None:
+            value = self.fresh
+        if value is not None:
+            self.obj.restore(value)
+
+
+def _hooked(base, absorb):
+    # The meter class the Device builds: the core, plus a hook that sees
+    # every batch of actions before the Device commits it.
+    class LinkedCore(base):  # type: ignore[valid-type,misc]
+        def handle(self, event):
+            actions = base.handle(self, event)
+            absorb(event, actions)
+            return actions
+
+        @property
+        def purchase_count(self):
+            """Accepted top-ups ever (the DL/T 645 slave's 03330201)."""
+            return self.purchases
+
+    return LinkedCore
+
+
+class _CommitDevice:
+    """A stand-in for ``agent.device.Device``: a ready Meter and a commit function.
+
+    No checkpoints, no boot recovery: kept so code written before the
+    Device existed (the link's MicroPython test, the latency bench) runs.
+    """
+
+    def __init__(self, meter, commit):
         self.meter = meter
+        self.commit_fn = commit
+        self.parts = {}
+        self.hook = None
+        self.store_error = None
+        self.commits = 0
+        self.withheld = []
+
+    def add_part(self, name, part):
+        self.parts[name] = part
+
+    def _run(self, event):
+        actions = self.meter.handle(event)
+        self.hook(event, actions)
+        persist = False
+        for a in actions:
+            if a.kind == "persist":
+                persist = True
+        if persist:
+            v = {"meter": self.meter.snapshot()}
+            for name in sorted(self.parts):
+                v[name] = self.parts[name].snapshot()
+            self.commit_fn(v)
+            self.commits += 1
+        return [a for a in actions if a.kind != "persist"]
+
+    def boot(self, wall, mono):
+        from agent.events import Boot
+
+        return self._run(Boot(wall, mono))
+
+    def feed(self, event):
+        return self._run(event)
+
+    def next_deadline(self):
+        return self.meter.next_deadline()
+
+
+class LinkedMeter:
+    """Runs a Device (core + store) with its TokenGuard behind a link Session.
+
+    Build it before ``boot``: it registers the guard and the session as
+    Device parts ``tokens`` and ``link`` and hooks the Device's meter.
+    ``on_clock(wall)`` is called when a verified command sets the clock;
+    ``on_record(record)`` sees every core event record (for logging).
+    """
+
+    def __init__(self, device, guard, session, commit=None, telemetry_s=TELEMETRY_S, on_clock=None, on_record=None):
+        if commit is not None:
+            device = _CommitDevice(device, commit)
+        self.device = device
         self.guard = guard
         self.session = session
-        self.commit_fn = commit
         self.telemetry_s = telemetry_s
+        self.on_clock = on_clock
+        self.on_record = on_record
         self.next_tele = None
-        self.commits = 0
+        device.add_part("tokens", _Part(guard, False))
+        device.add_part("link", _Part(session, True))
+        if isinstance(device, _CommitDevice):
+            device.hook = self._absorb
+        else:
+            device.meter_class = _hooked(device.meter_class, self._absorb)
+        self._wall = 0
+        self._outs = []  # Outs made while processing the current call
+        self._held = []  # Outs waiting for a commit that works
+        self._mqtt_refs = {}  # refs of MQTT commands in the core: their acks go to the outbox
+        self._token = None  # (ref, token) being applied: marked used if the core accepts it
+        self._acked = None  # code of the core's ack for it
+        self._dirty = False  # the guard changed outside the core (lockout, sync, key change)
+        self._seen = {}  # seqs of records already queued in this call
 
-    def value(self):
-        """The one value the store keeps for this meter."""
-        return {"link": self.session.snapshot(), "meter": self.meter.snapshot(), "tokens": self.guard.snapshot()}
+    # ------------------------------------------------------------ reads
 
-    def commit(self):
-        """Commit everything now (the caller's Persist)."""
-        self.commit_fn(self.value())
-        self.commits += 1
+    @property
+    def meter(self):
+        """The core (None before ``boot``)."""
+        return self.device.meter
 
-    def _process(self, actions, wall, ack_refs=None):
-        # Queue the core's Publish/Ack actions in the outbox, commit once if
-        # anything durable changed, and only then hand out the rest.
-        outs = []
-        hw = []
+    @property
+    def commits(self):
+        """Commits made so far."""
+        return self.device.commits
+
+    # ------------------------------------------------------------ the hook
+
+    def _absorb(self, event, actions):
+        # Called by the core's handle, before the Device commits.
+        s = self.session
+        wall = self._wall
         persist = False
         for a in actions:
             kind = a.kind
             if kind == "persist":
                 persist = True
             elif kind == "publish":
-                outs.extend(self.session.event(record_body(a.record), wall))
+                self._seen[a.record.seq] = True
+                if self.on_record is not None:
+                    self.on_record(a.record)
+                self._outs.extend(s.event(record_body(a.record), wall))
             elif kind == "ack":
-                ref = a.ref
-                if ack_refs is not None and ref in ack_refs:
-                    ref = ack_refs[ref]
-                outs.extend(self.session.ack(ref, a.code, a.balance, wall))
-            else:
-                hw.append(a)
+                tok = self._token
+                if tok is not None and a.ref == tok[0]:
+                    code = a.code
+                    if code == results.ACCEPTED:
+                        code = self.guard.accept(tok[1])
+                    self._acked = code
+                if a.ref in self._mqtt_refs:
+                    del self._mqtt_refs[a.ref]
+                    self._outs.extend(s.ack(a.ref, a.code, a.balance, wall))
         if persist:
-            outs.extend(self.session.set_state(summary(self.meter), wall))
-        if persist or self.session.dirty:
-            self.commit()
+            self._outs.extend(s.set_state(summary(self.device.meter), wall))
+        elif s.dirty or self._dirty:
+            actions.append(Persist("link", True))
+
+    def _after(self, actions, wall, mono):
+        # Queue records the Device added after the core, commit what is
+        # still dirty, then release the Outs if the commits worked.
+        s = self.session
+        for _ in range(3):
+            late = False
+            for a in actions:
+                if a.kind == "publish" and a.record.seq not in self._seen:
+                    self._seen[a.record.seq] = True
+                    if self.on_record is not None:
+                        self.on_record(a.record)
+                    self._outs.extend(s.event(record_body(a.record), wall))
+                    late = True
+            if not (late or s.dirty or self._dirty):
+                break
+            m = self.device.meter
+            # A Tick at the core's own time: changes nothing but lets the Device commit.
+            more = self.device.feed(Tick(m.wall if m.wall is not None else wall, m.mono))
+            if self.device.store_error is None:
+                self._dirty = False
+            actions.extend(more)
+        self._seen = {}
+        if self.device.store_error is None:
+            outs = self._held + self._outs
+            self._held = []
+        else:
+            self._held.extend(self._outs)
+            outs = []
+        self._outs = []
+        hw = []
+        for a in actions:
+            if a.kind == "publish" or a.kind == "persist":
+                continue
+            hw.append(a)
         return hw, outs
 
+    def _feed(self, event, wall):
+        self._wall = wall
+        return self.device.feed(event)
+
+    # ------------------------------------------------------------ local events
+
+    def boot(self, wall, mono):
+        """Load the store and boot the core: (actions, Outs)."""
+        self._wall = wall
+        actions = self.device.boot(wall, mono)
+        m = self.device.meter
+        self.session.boot = m.boots
+        self.session.key_rev = self.guard.revision
+        if self.session.state is None:
+            self.session.state = summary(m)
+        return self._after(actions, wall, mono)
+
     def handle(self, event, wall):
-        """Feed a local event (Tick, Pulses, Boot, ...): (hardware actions, Outs)."""
-        hw, outs = self._process(self.meter.handle(event), wall)
+        """Feed a local event (Tick, Pulses, Edge, Tamper, Shutdown, ...): (actions, Outs).
+
+        ``actions`` are what the shell carries out: PulseCoil, Alarm, and
+        Acks of commands that did not come over MQTT (DL/T 645).
+        """
+        if event.kind == "set_clock" and self.on_clock is not None:
+            self.on_clock(event.wall)
+        actions = self._feed(event, wall)
+        hw, outs = self._after(actions, wall, getattr(event, "mono", 0))
         if self.next_tele is None:
             self.next_tele = wall - wall % self.telemetry_s + self.telemetry_s
         elif wall >= self.next_tele:
             # Telemetry is not worth a flash write of its own: it is
             # committed with the next commit, and may be lost before that.
             self.next_tele = wall - wall % self.telemetry_s + self.telemetry_s
-            outs.extend(self.session.telemetry(summary(self.meter), wall))
+            outs.extend(self.session.telemetry(summary(self.device.meter), wall))
         return hw, outs
+
+    def idle(self, budget):
+        """Idle-time upkeep (keypad checkpoint table); returns the work done."""
+        return self.guard.work(budget)
+
+    def next_deadline(self):
+        """Wall second of the next Tick the core needs (or None)."""
+        return self.device.next_deadline()
+
+    # ------------------------------------------------------------ MQTT
 
     def connected(self, wall, mono):
         """The transport connected: birth, status, state and the outbox replay."""
         if self.session.state is None:
-            self.session.state = summary(self.meter)
+            self.session.state = summary(self.device.meter)
         return self.session.connected(wall, mono)
 
     def received(self, topic, payload, wall, mono, retained=False):
-        """A message from the broker: (hardware actions, Outs).  Never raises."""
+        """A message from the broker: (actions, Outs).  Never raises."""
+        self._wall = wall
         try:
             inbound, outs = self.session.received(topic, payload, wall, mono, retained)
         except Exception as e:  # a bug in a check must not take the meter down
             inbound = None
             outs = self.session.event({"kind": "link_reject", "code": results.MALFORMED,
                                        "why": "internal: %r" % (e,), "wall": wall}, wall)
+        self._outs.extend(outs)
         if inbound is None:
-            if self.session.dirty:
-                self.commit()
-            return [], outs
-        return self._inbound(inbound, wall, mono)
+            return self._after([], wall, mono)
+        try:
+            return self._inbound(inbound, wall, mono)
+        finally:
+            self._token = None
 
     def _inbound(self, inbound, wall, mono):
         s = self.session
+        ref = inbound.ref
+        token = None
         token_bytes = inbound.args.get("token") if inbound.name == "token" else None
         if inbound.name != "token":
             code = results.UNKNOWN_COMMAND
@@ -127,30 +347,94 @@ class LinkedMeter:
             code = results.REFUSED
         else:
             code, token = self.guard.check(bytes(token_bytes), wall)
+        # The command sequence is used whatever the outcome, in the same commit.
         s.commit(inbound.n)
+        m = self.device.meter
         if code != results.ACCEPTED:
-            outs = s.ack(inbound.ref, code, self.meter.balance, wall)
-            outs.extend(s.event({"code": code, "kind": "token_reject", "ref": inbound.ref, "wall": wall}, wall))
-            self.commit()
-            return [], outs
-        if token.kind == "topup":
-            event = TopUp(token.amount, inbound.ref, wall, mono, "mqtt")
+            self._outs.extend(s.ack(ref, code, m.balance, wall))
+            self._outs.extend(s.event({"code": code, "kind": "token_reject", "ref": ref, "wall": wall}, wall))
+            return self._after([], wall, mono)
+        if token.kind == token_mqtt.COMMAND and token.command == token_mqtt.KEY_CHANGE:
+            code = self.guard.accept(token)
+            s.key_rev = self.guard.revision
+            self._dirty = True
+            self._outs.extend(s.ack(ref, code, m.balance, wall))
+            self._outs.extend(s.event({"code": code, "kind": "key_change", "ref": ref,
+                                       "revision": self.guard.revision, "wall": wall}, wall))
+            return self._after([], wall, mono)
+        if token.kind == token_mqtt.COMMAND and token.command == token_mqtt.SET_CLOCK:
+            new = token.args["wall"]
+            code = self.guard.accept(token)
+            self._outs.extend(s.ack(ref, code, m.balance, wall))
+            if code != results.ACCEPTED:
+                return self._after([], wall, mono)
+            if self.on_clock is not None:
+                self.on_clock(new)
+            return self._after(self._feed(SetClock(new, mono, "mqtt"), new), new, mono)
+        if token.kind == token_mqtt.TOPUP:
+            event = TopUp(token.amount, ref, wall, mono, "mqtt")
         else:
-            event = Command(token.command, token.args, inbound.ref, wall, mono)
-        actions = self.meter.handle(event)
-        applied = False
-        for a in actions:
-            if a.kind == "ack" and a.ref == inbound.ref and a.code == results.ACCEPTED:
-                applied = True
-        if applied:
-            # Mark the token used in the same commit as its effect; a token
-            # the core refused (hoarding limit) stays usable later.
-            self.guard.accept(token)
-        hw, outs = self._process(actions, wall)
-        if not self.meter_acked(actions, inbound.ref):
-            outs.extend(s.ack(inbound.ref, results.REFUSED, self.meter.balance, wall))
-            self.commit()
-        return hw, outs
+            event = Command(token.command, token.args, ref, wall, mono)
+        self._mqtt_refs[ref] = True
+        self._token = (ref, token)
+        self._acked = None
+        actions = self._feed(event, wall)
+        if self._acked is None:
+            # The core always acks; if it ever does not, the sender still gets an answer.
+            self._mqtt_refs.pop(ref, None)
+            self._outs.extend(s.ack(ref, results.REFUSED, self.device.meter.balance, wall))
+        elif self._acked == results.ACCEPTED and event.kind == "command" and event.name == "set_credit" \
+                and getattr(self.device, "state_lost", 0):
+            # The head-end restored the balance of a meter whose store was lost
+            # (pmeter restore): the state is genuine again, end guarantee.
+            actions.extend(self.device.clear_state_lost(wall, mono))
+        return self._after(actions, wall, mono)
+
+    # ------------------------------------------------------------ keypad
+
+    def keypad(self, digits, wall, mono):
+        """A code typed on the keypad: (result code, actions, Outs)."""
+        self._wall = wall
+        code, tok = self.guard.check_keypad(digits, wall, mono)
+        if code == results.BAD_MAC:
+            # The lockout advanced: durable before the next entry is taken.
+            self._dirty = True
+            hw, outs = self._after([], wall, mono)
+            return code, hw, outs
+        if code != results.ACCEPTED:
+            return code, [], []
+        if tok.kind == "sync":
+            code = self.guard.accept(tok)
+            self._dirty = True
+            hw, outs = self._after([], wall, mono)
+            return code, hw, outs
+        if tok.kind == "topup":
+            event = TopUp(tok.amount, tok.ref, wall, mono, "keypad")
+        elif tok.kind == "set_credit":
+            event = Command("set_credit", {"amount": tok.amount}, tok.ref, wall, mono)
+        else:
+            event = Command(tok.command, tok.args, tok.ref, wall, mono)
+        self._token = (tok.ref, tok)
+        self._acked = None
+        try:
+            actions = self._feed(event, wall)
+            code = self._acked if self._acked is not None else results.REFUSED
+        finally:
+            self._token = None
+        hw, outs = self._after(actions, wall, mono)
+        return code, [a for a in hw if not (a.kind == "ack" and a.ref == tok.ref)], outs
+
+    # ------------------------------------------------------------ DL/T 645
+
+    def dispatch(self, events, wall):
+        """Core events from the DL/T 645 slave: (actions incl. their Acks, Outs)."""
+        actions = []
+        outs = []
+        for event in events:
+            hw, o = self.handle(event, wall)
+            actions.extend(hw)
+            outs.extend(o)
+        return actions, outs
 
     @staticmethod
     def meter_acked(actions, ref):

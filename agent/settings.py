@@ -1,0 +1,174 @@
+"""The agent's whole configuration: every component's schema in one file.
+
+Each component declares its own section next to its code; this module
+only gathers them (it never copies a field), adds the sections that
+belong to the agent shell itself (``agent``, ``link``, ``mqtt``, ``sim``)
+and checks the rules that span sections:
+
+- the core's sections (``meter``, ``pulse``, ``account``, ``tariff``,
+  ``relay``, ``freeze``: ``agent.meter.SCHEMA``);
+- ``store`` (``agent.device.STORE_FIELDS``), ``tokens``
+  (``agent.tokens.SCHEMA``), ``hw`` (``hw.config.SCHEMA``), ``dlt645`` and
+  ``dlt645_master`` (``agent.dlt645.config``).
+
+``load(path_or_dict)`` returns the validated config (defaults filled in)
+or raises ``agent.config.ConfigError`` naming the dotted key.  Runs on
+MicroPython (a board loads a JSON file; TOML needs CPython's tomllib).
+"""
+
+from agent import config
+from agent.config import BOOL, INT, STR, TABLE, ConfigError, Field, between, one_of
+
+AGENT_FIELDS = {
+    "data_dir": Field(STR, "/var/lib/pmeter", None, None, "directory of the durable store (state.a/.b, ckpt.a/.b)"),
+    "hw": Field(STR, "sim", one_of("sim", "pi", "mpy"), None, "hardware backend when --hw is not given"),
+    "tick_ms": Field(INT, 1000, between(50, 1000), None, "longest time between two Ticks of the core"),
+    "keypad_budget": Field(
+        INT, 200, between(0, 100000), None, "keypad table hashes spent per idle pass (0 = no upkeep)"
+    ),
+    "fw": Field(STR, "pmeter-agent", None, None, "firmware name reported in the MQTT birth message"),
+}
+
+
+def _hex64(value):
+    if len(value) != 64:
+        return "must be 64 hex digits (pmeter keys derive prints it as link_key), got %d characters" % len(value)
+    for ch in value:
+        if ch not in "0123456789abcdefABCDEF":
+            return "must be hex digits (0-9, a-f)"
+    return None
+
+
+def _prefix(value):
+    if not value or "/" in value or "+" in value or "#" in value:
+        return "must be one topic level without '/', '+' or '#', got %r" % (value,)
+    return None
+
+
+LINK_FIELDS = {
+    "key": Field(STR, None, _hex64, None, "link (payload sealing) key, 64 hex digits; required with mqtt.host"),
+    "prefix": Field(STR, "pm", _prefix, None, "topic prefix: topics are <prefix>/<meter id>/<leaf>"),
+    "telemetry_s": Field(INT, 300, between(10, 86400), None, "seconds between telemetry messages"),
+}
+
+MQTT_FIELDS = {
+    "host": Field(STR, None, None, None, "broker host name or address; unset = run offline (no MQTT)"),
+    "port": Field(INT, 8883, between(1, 65535), None, "broker port (8883 = MQTT over TLS)"),
+    "tls": Field(BOOL, True, None, None, "use TLS (needs ca); false only on a trusted network"),
+    "ca": Field(STR, None, None, None, "CA certificate file (PEM) the broker's certificate must chain to"),
+    "cert": Field(STR, None, None, None, "this meter's client certificate (PEM)"),
+    "key": Field(STR, None, None, None, "this meter's client private key (PEM)"),
+    "username": Field(STR, None, None, None, "username (when the broker uses passwords, not certificates)"),
+    "password": Field(STR, None, None, None, "password for username"),
+    "client_id": Field(STR, None, None, None, "MQTT client id; unset = meter-<meter id>"),
+    "keepalive_s": Field(INT, 30, between(5, 3600), None, "MQTT keepalive"),
+    "protocol": Field(INT, 5, one_of(5, 4), None, "MQTT protocol: 5, or 4 for 3.1.1 (5 falls back to 3.1.1 by itself)"),
+}
+
+SIM_FIELDS = {
+    "load_w": Field(INT, 1000, between(0, 100000), None, "constant load of the simulated household (W)"),
+    "feedback": Field(BOOL, True, None, None, "the simulated relay has a feedback contact"),
+}
+
+
+def _schema():
+    from agent.device import STORE_FIELDS
+    from agent.dlt645.config import MASTER_SCHEMA
+    from agent.dlt645.config import SCHEMA as DLT645
+    from agent.meter import SCHEMA as CORE
+    from agent.tokens import SCHEMA as TOKENS
+
+    # hw/ lies outside agent/: a plain import would make the board-stub type
+    # check follow hw/__init__ into the Pi and desktop backends.
+    HW = __import__("hw.config", None, None, ["SCHEMA"]).SCHEMA
+
+    schema = {}
+    for part in (CORE, HW):
+        for key in part:
+            schema[key] = part[key]
+    schema["store"] = Field(TABLE, {}, None, STORE_FIELDS, "durable store: checkpoint interval")
+    schema["tokens"] = Field(TABLE, None, None, TOKENS, "token keys (pmeter keys derive --meter ID prints this table)")
+    schema["dlt645"] = Field(TABLE, {}, None, DLT645, "DL/T 645-2007 slave on RS-485 or TCP")
+    schema["dlt645_master"] = Field(TABLE, {}, None, MASTER_SCHEMA, "DL/T 645 master reading the host meter")
+    schema["agent"] = Field(TABLE, {}, None, AGENT_FIELDS, "the agent process")
+    schema["link"] = Field(TABLE, {}, None, LINK_FIELDS, "MQTT link protocol: keys and topics")
+    schema["mqtt"] = Field(TABLE, {}, None, MQTT_FIELDS, "MQTT broker connection")
+    schema["sim"] = Field(TABLE, {}, None, SIM_FIELDS, "simulated hardware (--hw sim)")
+    return schema
+
+
+_SCHEMA = []
+
+
+def schema():
+    """The full agent schema (built once: importing every component is not free on a board)."""
+    if not _SCHEMA:
+        _SCHEMA.append(_schema())
+    return _SCHEMA[0]
+
+
+def _cross_checks(cfg):
+    # Rules that span sections: each error names the key to fix.
+    if cfg["tokens"] is None:
+        raise ConfigError("tokens", "is required: the meter's token key (pmeter keys derive --meter ID prints the table)")
+    mq = cfg["mqtt"]
+    if mq["host"] is not None:
+        if cfg["link"]["key"] is None:
+            raise ConfigError("link.key", "is required when mqtt.host is set (pmeter keys derive prints it as link_key)")
+        if mq["tls"] and mq["ca"] is None:
+            raise ConfigError("mqtt.ca", "is required when mqtt.tls is true (or set mqtt.tls = false)")
+        if (mq["cert"] is None) != (mq["key"] is None):
+            raise ConfigError("mqtt.cert" if mq["cert"] is None else "mqtt.key", "mqtt.cert and mqtt.key go together")
+        if (mq["username"] is None) and mq["password"] is not None:
+            raise ConfigError("mqtt.username", "is required when mqtt.password is set")
+    dev = cfg["dlt645"]["device"]
+    if dev is not None and dev.startswith("tcp://"):
+        host, sep, port = dev[6:].rpartition(":")
+        if not sep or not host or not port.isdigit() or int(port) > 65535:
+            raise ConfigError("dlt645.device", "%r must look like tcp://HOST:PORT" % (dev,))
+
+
+def validate(raw):
+    """Check a raw config dict against the full schema; return it with defaults."""
+    cfg = config.validate(raw, schema())
+    _cross_checks(cfg)
+    return cfg
+
+
+def parse(text, name="config"):
+    """Parse the text of a TOML (CPython) or JSON config file into a dict."""
+    stripped = text.lstrip()
+    if stripped.startswith("{"):
+        import json
+
+        try:
+            return json.loads(text)
+        except ValueError as e:
+            raise ConfigError("(file)", "%s is not valid JSON: %s" % (name, e))
+    try:
+        import tomllib  # type: ignore[import-not-found]
+    except ImportError:
+        raise ConfigError("(file)", "%s: this runtime reads JSON configs only (no tomllib)" % name)
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError("(file)", "%s is not valid TOML: %s" % (name, e))
+
+
+def load(source):
+    """A validated config from a dict or a file path; raises ConfigError naming the key."""
+    if isinstance(source, dict):
+        return validate(source)
+    try:
+        with open(source) as f:
+            text = f.read()
+    except OSError as e:
+        raise ConfigError("(file)", "cannot read %s: %s" % (source, e))
+    except UnicodeError:
+        raise ConfigError("(file)", "%s is not a UTF-8 text file" % (source,))
+    return validate(parse(text, source))
+
+
+def reference():
+    """Lines of the configuration reference (every section, every key)."""
+    return config.reference(schema())
