@@ -90,7 +90,7 @@ fi
 [ -f "$CONFIG" ] || die "config file '$CONFIG' not found"
 for k in "${KEYS[@]+"${KEYS[@]}"}"; do [ -f "$k" ] || die "keys file '$k' not found"; done
 
-# Validate the config's core and [hw] sections; write it as JSON (board) or copy it (Pi).
+# Validate the whole agent config (agent/settings.py); write it as JSON (board) or copy it (Pi).
 # validate_config SRC DEST_JSON_OR_EMPTY
 validate_config() {
     PYTHONPATH="$ROOT" "$PYTHON" - "$1" "${2:-}" <<'PY' || exit 2
@@ -108,12 +108,10 @@ except (OSError, ValueError) as exc:
     sys.exit("flash.sh: cannot read config %s: %s" % (src, exc))
 if not isinstance(raw, dict):
     sys.exit("flash.sh: config %s must hold a table" % src)
+from agent import settings
 from agent.config import ConfigError
-from agent.meter import SCHEMA, load_config
-from hw.config import validate_hw
 try:
-    load_config({k: v for k, v in raw.items() if k in SCHEMA})
-    validate_hw(raw.get("hw", {}))
+    settings.load(raw)
 except ConfigError as exc:
     sys.exit("flash.sh: %s: %s" % (src, exc))
 if dest:

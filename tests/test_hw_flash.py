@@ -27,6 +27,7 @@ CONFIG = {
     "account": {"mode": "prepaid", "opening_balance": 100000},
     "relay": {"pulse_ms": 20, "feedback": False},
     "hw": {"pulse_pin": 4, "relay_set_pin": 16, "relay_reset_pin": 17, "poll_ms": 5, "coil_gap_ms": 20},
+    "tokens": {"key": "ab" * 32, "revision": 0},
 }
 
 
