@@ -37,7 +37,6 @@ explained).  Integer arithmetic only, so the same data give the same list.
 """
 
 FIELDS = ("day", "energy_wh", "register_wh", "cut_s", "cut_wh", "cover_opens", "flags", "down_s", "balance")
-DAY_S = 86400
 HISTORY_DAYS = 28
 WINDOW_DAYS = 14
 STOPPED_WH = 100  # expected energy above 0.1 kWh ...

@@ -1,12 +1,15 @@
 """``pmeter sim ...``: run the simulator."""
 
 import json
+import os
 import sys
 
 from agent.config import ConfigError
 from agent.meter import load_config
 from pmeter.cli import fail, positive_int
-from sim.runner import DEFAULT_CONFIG, DEFAULT_START, meter_config, render, run
+from sim.runner import DEFAULT_CONFIG, DEFAULT_START, TZ_S, meter_config, render, run
+
+RUN_DEFAULTS = {"meters": 1, "days": 30, "seed": 1, "step": 900, "start": DEFAULT_START}
 
 
 def register(sub):
@@ -18,15 +21,18 @@ def register(sub):
         "run",
         help="simulate meters for some days and print a summary",
         description="Simulate households, meters, relays and customers who top up. "
-        "With no options: one meter for 30 days on the embedded demo configuration (no broker needed).",
+        "With no options: one meter for 30 days on the embedded demo configuration (no broker needed). "
+        "With --scenario FILE: a village described in TOML (see docs/fleet.md); "
+        "--meters, --days, --seed, --step and --start given explicitly override the scenario's.",
     )
-    p.add_argument("--meters", type=positive_int("--meters", 100000), default=1, help="number of meters (default 1)")
-    p.add_argument("--days", type=positive_int("--days", 3660), default=30, help="days to simulate (default 30)")
-    p.add_argument("--seed", type=int, default=1, help="random seed: same seed, same output (default 1)")
+    p.add_argument("--meters", type=positive_int("--meters", 100000), default=None, help="number of meters (default 1)")
+    p.add_argument("--days", type=positive_int("--days", 3660), default=None, help="days to simulate (default 30)")
+    p.add_argument("--seed", type=int, default=None, help="random seed: same seed, same output (default 1)")
     p.add_argument("--runtime", choices=("cpython", "micropython"), default="cpython", help="where the meter cores run (default cpython)")
-    p.add_argument("--step", type=positive_int("--step", 86400), default=900, help="longest simulated step in seconds (default 900)")
-    p.add_argument("--start", default=DEFAULT_START, help="local start time 'YYYY-MM-DD HH:MM' (default %(default)s)")
+    p.add_argument("--step", type=positive_int("--step", 86400), default=None, help="longest simulated step in seconds (default 900)")
+    p.add_argument("--start", default=None, help="local start time 'YYYY-MM-DD HH:MM' (default %s)" % DEFAULT_START)
     p.add_argument("--config", metavar="FILE", help="a TOML file with the meter configuration (see README)")
+    p.add_argument("--scenario", metavar="FILE", help="a TOML fleet scenario: households, customers, operators, faults, thieves (see docs/fleet.md)")
     p.add_argument(
         "--customers",
         choices=("auto", "mixed", "prompt", "waits_for_cut", "payday"),
@@ -35,6 +41,12 @@ def register(sub):
     )
     p.add_argument("--feedback", action="store_true", help="wire the relay's feedback contact")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--progress", action="store_true", help="show a progress bar on stderr even when it is not a terminal")
+    p.add_argument("--report", metavar="DIR", help="write an HTML report, PNG plots and per-meter daily CSV into DIR")
+    p.add_argument("--live", metavar="URL", help="run against a real MQTT broker, e.g. mqtt://127.0.0.1:1883 (see docs/fleet.md)")
+    p.add_argument("--live-seconds", type=positive_int("--live-seconds", 86400), default=30, help="live mode: how long to run, real seconds (default 30)")
+    p.add_argument("--headend-workers", type=positive_int("--headend-workers", 64), default=2, help="live mode: head-end workers on the shared subscription (default 2)")
+    p.add_argument("--topup-rate", type=positive_int("--topup-rate", 10000), default=5, help="live mode: top-ups vended per second (default 5)")
     p.set_defaults(handler=cmd_run)
 
 
@@ -52,8 +64,30 @@ def load_toml(path):
     return raw, None
 
 
+class Progress:
+    """A one-line progress bar on stderr."""
+
+    def __init__(self, stream=None):
+        self.stream = stream or sys.stderr
+        self.last = -1
+
+    def __call__(self, done, total):
+        width = 40
+        filled = done * width // total
+        pct = done * 100 // total
+        if pct == self.last:
+            return
+        self.last = pct
+        self.stream.write("\r[%s%s] %3d %% %d/%d meters" % ("#" * filled, "." * (width - filled), pct, done, total))
+        if done >= total:
+            self.stream.write("\n")
+        self.stream.flush()
+
+
 def cmd_run(args):
     base = DEFAULT_CONFIG
+    scenario = None
+    settings = dict(RUN_DEFAULTS)
     if args.config:
         base, error = load_toml(args.config)
         if error:
@@ -64,12 +98,57 @@ def cmd_run(args):
     except ConfigError as exc:
         where = args.config or "the embedded configuration"
         return fail("%s in %s" % (exc, where))
+    feedback = args.feedback
+    if args.scenario:
+        from sim import scenario as scenario_mod
+
+        try:
+            scenario = scenario_mod.load(args.scenario, base, TZ_S)
+        except OSError as exc:
+            return fail("cannot read scenario file %s: %s" % (args.scenario, exc.strerror))
+        except ConfigError as exc:
+            return fail("scenario %s: %s" % (args.scenario, exc))
+        base = scenario.config
+        r = scenario.data["run"]
+        settings.update(meters=r["meters"], days=r["days"], seed=r["seed"], step=r["step_s"], start=r["start"])
+        feedback = feedback or r["feedback"]
+    for key in RUN_DEFAULTS:
+        value = getattr(args, key)
+        if value is not None:
+            settings[key] = value
+    if args.report:
+        try:
+            os.makedirs(args.report, exist_ok=True)
+        except OSError as exc:
+            return fail("--report: cannot create directory %s: %s" % (args.report, exc.strerror))
+    progress = Progress() if args.progress or sys.stderr.isatty() else None
+    if args.live:
+        from sim import live
+
+        try:
+            rep = live.run_live(args.live, settings["meters"], args.live_seconds, settings["seed"], base, args.headend_workers, topup_rate=args.topup_rate, progress=progress)
+        except ValueError as exc:
+            return fail("--live: %s" % exc)
+        except (OSError, RuntimeError) as exc:
+            return fail("live run failed: %s" % exc, 1)
+        if args.json:
+            json.dump(rep, sys.stdout, indent=1, sort_keys=True)
+            sys.stdout.write("\n")
+        else:
+            print(live.render(rep))
+        return 0
     try:
-        rep = run(args.meters, args.days, args.seed, args.runtime, args.step, args.start, base, args.feedback, args.customers)
+        rep = run(settings["meters"], settings["days"], settings["seed"], args.runtime, settings["step"], settings["start"], base, feedback, args.customers, scenario, progress)
     except ValueError as exc:
         return fail(str(exc))
     except RuntimeError as exc:
         return fail(str(exc), 1)
+    daily = rep.pop("daily")
+    if args.report:
+        from sim import report as report_mod
+
+        for line in report_mod.write(args.report, rep, daily):
+            print(line, file=sys.stderr)
     if args.json:
         json.dump(rep, sys.stdout, indent=1, sort_keys=True)
         sys.stdout.write("\n")
