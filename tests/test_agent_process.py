@@ -112,7 +112,7 @@ def _push(rig, amount, shadow):
         [PY, "-m", "pmeter", "push", "--meter", MID, "--amount", amount, "--wait", "--json", "--timeout", "10",
          "--broker", "%s:%d" % (broker.host, broker.tls_port), "--ca", str(pki.ca_cert),
          "--cert", str(pki.client_cert("headend")), "--key", str(pki.client_key("headend")),
-         "--master-key-file", str(tmp / "master.hex"), "--shadow", str(shadow)],
+         "--master-key-file", str(tmp / "master.hex"), "--shadow", str(shadow), "--ledger", str(tmp / "ledger.sqlite")],
         cwd=str(ROOT), capture_output=True, text=True, timeout=30)
     assert out.returncode in (0, 1), out.stderr
     return json.loads(out.stdout)
