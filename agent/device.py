@@ -23,7 +23,7 @@ register with ``add_part(name, obj)``: ``obj.snapshot()`` -> value,
 """
 
 from agent.config import INT, Field, at_least
-from agent.events import Ack, Boot, Command, PulseCoil, Publish
+from agent.events import Boot, Command
 from agent.store import REJECTED, Finding, StoreError
 
 DEVICE_VERSION = 1
@@ -215,8 +215,7 @@ class Device:
     # ------------------------------------------------------------ internals
 
     def _record(self, kind, reason, data):
-        m = self.meter
-        return Publish(m.log.add(kind, m.wall if m.wall is not None else 0, reason, data))
+        return self.meter.note(kind, reason, data)
 
     def value(self, reason, clean=False):
         """The dict of parts that is stored."""

@@ -153,6 +153,11 @@ class Meter:
         """The last records of an event kind, newest first."""
         return self.log.recent(kind)
 
+    def note(self, kind, reason, data=None):
+        """Log an event record made outside the core (store, link) and return
+        the Publish action for it: it gets a sequence number like any other."""
+        return Publish(self.log.add(kind, self.wall if self.wall is not None else 0, reason, data))
+
     # ================================================================ entry
 
     def handle(self, event):
@@ -206,9 +211,9 @@ class Meter:
         return self.wall + (mono - self.mono) // 1000
 
     def _publish(self, kind, reason, data=None):
-        rec = self.log.add(kind, self.wall if self.wall is not None else 0, reason, data)
-        self._actions.append(Publish(rec))
-        return rec
+        action = self.note(kind, reason, data)
+        self._actions.append(action)
+        return action.record
 
     def _mark(self, reason):
         if not self._persist:

@@ -13,14 +13,12 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.dirname(sys.executable)
 sys.path.insert(0, ROOT)
 
 WORKLOAD = r"""
-import time
 from agent.events import Boot, Edge, Pulses, Tick
 from agent.meter import Meter, load_config
 try:

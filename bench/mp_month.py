@@ -8,7 +8,6 @@ smallest heap that completes the month.
 """
 
 import gc
-import sys
 
 from agent.events import Command, Pulses, Tick, TopUp, Boot
 from agent.meter import Meter, load_config

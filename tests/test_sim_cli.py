@@ -1,7 +1,6 @@
 """`pmeter sim run`: the demo, determinism, both runtimes, bad input."""
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path

@@ -153,7 +153,7 @@ class Session:
             return []
         outs = []
         for item in self.outbox.take():
-            seq, _cls, leaf, body = item[0], item[1], item[2], item[3]
+            seq, leaf, body = item[0], item[2], item[3]
             payload = self._seal(leaf, {"q": seq, "b": body}, wall)
             outs.append(Out(self.topic(leaf), payload, 1, False, seq))
         return outs
