@@ -19,6 +19,7 @@ BIN = os.path.dirname(sys.executable)
 sys.path.insert(0, ROOT)
 
 WORKLOAD = r"""
+import time
 from agent.events import Boot, Edge, Pulses, Tick
 from agent.meter import Meter, load_config
 try:
