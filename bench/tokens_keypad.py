@@ -10,10 +10,15 @@ openpaygo 0.6.3 reference in the same run; MQTT token verification
 ``--quick`` skips count 1,000,000 (the reference needs ~1M hashes per
 decode there, i.e. tens of seconds).
 
-ours(invalid) is a wrong entry with the same value digits (the whole
-window is searched).  Our table-kept figures bring only the tested token's base entry to the
-table count K = last - 63 (decoding reads no other entry); a device keeps
-all 1,000 entries there with TokenGuard.work(), whose cost is printed too.
+Both token lengths: standard (9 digits) and extended (12 digits).
+ours(kept) starts from a checkpoint at K = last - 63: for standard tokens
+the table entry of the token's base (only that entry is brought to K here;
+decoding reads no other; a device keeps all 1,000 there with
+TokenGuard.work(), whose cost is printed too), for extended tokens the mark
+an earlier accepted token of the same value left.  ours(invalid) is a wrong
+entry with the same value digits (the whole window is searched).
+ours(no ckpt) has no checkpoint for the base: the table never advanced, or
+an extended value never accepted before (walked from count 0).
 """
 
 import os
@@ -32,6 +37,7 @@ from agent.tokens import TokenGuard, keypad, mqtt  # noqa: E402
 
 KEY = bytes(range(16))
 VALUE = 50
+VALUE_EXT = 123456
 
 
 def median_ms(fn, runs):
@@ -43,10 +49,17 @@ def median_ms(fn, runs):
     return statistics.median(xs)
 
 
-def keypad_case(last, runs):
-    """Decode the next ADD token (count last + 2) of a device whose last count is ``last``."""
-    chain = keypad.Chain(KEY)
-    base = chain.base_for(VALUE)
+def keypad_case(last, runs, extended=False):
+    """Decode the next ADD token (count last + 2) of a device whose last count is ``last``.
+
+    Returns (ours with its checkpoint kept up, a wrong entry, no checkpoint
+    for the token's base, the reference), each a median in ms.  Standard:
+    the checkpoint is the table entry; extended: the mark an earlier
+    accepted token of the same value left (advanced by work()).
+    """
+    chain = keypad.Chain(KEY, None, extended)
+    value = VALUE_EXT if extended else VALUE
+    base = chain.base_for(value)
     count = last + 2
     k = max(0, last - 63)
     code = chain.first(base)
@@ -57,16 +70,24 @@ def keypad_case(last, runs):
         code = chain.next(code)
     if count == k:
         at_k = code
-    digits = "%09d" % (code - code % 1000 + base)
+    m = chain.modulus()
+    digits = ("%012d" if extended else "%09d") % (code - code % m + base)
 
     kept = keypad.KeypadState(KEY)
-    kept.last, kept.tk = last, k
-    kept._put(base, at_k)
+    kept.last = last
+    if extended:
+        kept.tk = k
+        if k > 0:
+            kept.marks = [[1, base, k, at_k]]
+    else:
+        kept.tk = k
+        kept._put(base, at_k)
     d = kept.decode(digits)
-    assert isinstance(d, keypad.Decoded) and d.count == count and d.value == VALUE, d
+    assert isinstance(d, keypad.Decoded) and d.count == count and d.value == value, d
 
     ours = median_ms(lambda: kept.decode(digits), runs)
-    wrong = digits[:-4] + str((int(digits[-4]) + 1) % 10) + digits[-3:]  # same value, wrong code
+    i = len(digits) - (7 if extended else 4)
+    wrong = digits[:i] + str((int(digits[i]) + 1) % 10) + digits[i + 1 :]  # same value, wrong code
     assert kept.decode(wrong) == keypad.INVALID
     invalid = median_ms(lambda: kept.decode(wrong), runs)
     ref_runs = runs if count < 100000 else 3
@@ -109,10 +130,14 @@ def main():
     quick = "--quick" in sys.argv
     counts = [0, 5000] if quick else [0, 5000, 1000000]
     print("keypad decode, median ms (CPython %s)" % sys.version.split()[0])
-    print("%10s %12s %14s %14s %12s" % ("last count", "ours(table)", "ours(invalid)", "ours(lagging)", "openpaygo"))
-    for c in counts:
-        ours, invalid, lag, ref = keypad_case(c, 15)
-        print("%10d %12.2f %14.2f %14.2f %12.2f" % (c, ours, invalid, lag, ref))
+    print("%9s %10s %12s %14s %16s %12s" % ("token", "last count", "ours(kept)", "ours(invalid)",
+                                             "ours(no ckpt)", "openpaygo"))
+    for extended in (False, True):
+        for c in counts:
+            ours, invalid, lag, ref = keypad_case(c, 15, extended)
+            print("%9s %10d %12.2f %14.2f %16.2f %12.2f" % ("extended" if extended else "standard", c, ours,
+                                                           invalid, lag, ref))
+            sys.stdout.flush()
     st = keypad.KeypadState(KEY)
     st.last = 10**6
     work = median_ms(lambda: (setattr(st, "tk", 0), setattr(st, "cursor", 0), st.work(1000)), 5)

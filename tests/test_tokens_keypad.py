@@ -277,3 +277,169 @@ def test_token_modules_compile_for_micropython():
             out = subprocess.run([mpy, "-o", "/dev/null", os.path.join(ROOT, "agent", "tokens", name)],
                                  capture_output=True)
             assert out.returncode == 0, (name, out.stderr)
+
+
+# ------------------------------------------------- marks: bounded extended tokens
+
+
+def _state_at(key, last, extended, value, chain=None):
+    """A state whose last accepted count is ``last`` (an ADD of ``value``), accepted normally."""
+    st_ = keypad.KeypadState(key)
+    chain = chain or keypad.Chain(key, None, extended)
+    st_.last = last - 2
+    d = st_.decode(chain.token(value, last))
+    assert isinstance(d, keypad.Decoded) and d.count == last
+    st_.accept(d)
+    return st_
+
+
+def _hashes(st_, digits):
+    """(decode result, chain steps it took)."""
+    std, ext = _Counting(st_.chain), _Counting(st_.ext_chain)
+    st_.chain, st_.ext_chain = std, ext
+    try:
+        return st_.decode(digits), std.calls + ext.calls
+    finally:
+        st_.chain, st_.ext_chain = std.chain, ext.chain
+
+
+def test_extended_token_of_a_seen_value_costs_the_window_not_the_counter():
+    key = bytes(range(3, 19))
+    chain = keypad.Chain(key, None, True)
+    st_ = _state_at(key, 600, True, 123456, chain)
+    assert st_.marks == [[1, chain.base_for(123456), 600 - 2 - 63, st_.marks[0][3]]]
+    d, cost = _hashes(st_, chain.token(123456, 602))
+    assert isinstance(d, keypad.Decoded) and d.count == 602 and cost <= 2 + 63 + 64 + 1
+    # A value never accepted before has no checkpoint: walked from count 0.
+    d, cost = _hashes(st_, chain.token(4242, 602))
+    assert isinstance(d, keypad.Decoded) and cost == 602
+    # work() brings the mark to last - 63: then a decode walks the window only.
+    assert st_.work(2) == 2
+    assert st_.marks[0][2] == 600 - 63
+    st_.accept(_hashes(st_, chain.token(123456, 602))[0])
+    assert st_.work(2) == 2 and st_.marks[0][2] == 602 - 63
+    good = chain.token(123456, 604)
+    wrong = str((int(good[0]) + 1) % 10) + good[1:]  # same value digits, wrong code: the whole window
+    d, cost = _hashes(st_, wrong)
+    assert d == keypad.INVALID and 63 + 64 < cost <= 63 + 64 + 1
+
+
+def test_marks_hold_the_right_chain_codes_and_survive_restore():
+    key = bytes(range(16))
+    chain = keypad.Chain(key)
+    ext = keypad.Chain(key, None, True)
+    st_ = keypad.KeypadState(key)
+    rnd = random.Random(9)
+    count = 0
+    values = [5, 17, 300, 995]
+    for _ in range(60):  # table never advanced: standard marks keep decoding bounded
+        count = keypad.next_count(count, keypad.ADD)
+        if rnd.random() < 0.3:
+            tok = ext.token(rnd.choice([1, 999999, 55555]), count)
+        else:
+            tok = chain.token(rnd.choice(values), count)
+        d = st_.decode(tok)
+        assert isinstance(d, keypad.Decoded), (tok, count, d)
+        st_.accept(d)
+    assert st_.tk == 0 and len(st_.marks) >= 5
+    for e, base, c, code in st_.marks:
+        ch = ext if e else chain
+        want = ch.first(base)
+        for _ in range(c):
+            want = ch.next(want)
+        assert code == want and c <= st_.last - 63
+    d, cost = _hashes(st_, chain.token(17, count + 2))
+    assert isinstance(d, keypad.Decoded) and cost <= 2 + 2 * 64 + 1
+    again = keypad.KeypadState(key)
+    again.restore(st_.snapshot())
+    assert again.marks == sorted(st_.marks)
+    for bad in ([[2, 1, 1, 1]], [[0, 1000, 1, 1]], [[0, 1, st_.last, 1]], [[0, 1, 1, 1]] * 2, [[0, 1, 1]],
+                "x", [[0, 1, 1, -1]], [[1, 1, 1, 10**12]], [[0, 1, 1, 1]] * 17):
+        try:
+            keypad.KeypadState(key).restore(dict(st_.snapshot(), m=bad))
+        except ValueError:
+            continue
+        raise AssertionError("accepted marks %r" % (bad,))
+    old = st_.snapshot()
+    del old["m"]  # a snapshot from before marks existed still loads
+    keypad.KeypadState(key).restore(old)
+
+
+def test_marks_are_capped_per_length():
+    key = bytes(16)
+    ext = keypad.Chain(key, None, True)
+    st_ = keypad.KeypadState(key)
+    st_.last = 200
+    for i in range(keypad.MARKS + 3):
+        d = st_.decode(ext.token(1000 + i, st_.last + 2))
+        st_.accept(d)
+    assert len(st_.marks) == keypad.MARKS
+    assert sorted(m[1] for m in st_.marks) == sorted(ext.base_for(1000 + i) for i in range(3, keypad.MARKS + 3))
+
+
+# ------------------------------------------------- restricted digit set (4-key keypads)
+
+
+def _restricted_run(rnd, extended, tokens):
+    key = bytes(rnd.getrandbits(8) for _ in range(16))
+    st_ = keypad.KeypadState(key)
+    count = 0
+    done = 0
+    for _ in range(tokens):
+        typ = TokenType.ADD_TIME if rnd.random() < 0.75 else TokenType.SET_TIME
+        value = rnd.randrange(0, 999999 + 1 if extended else 995 + 1)
+        count, tok = openpaygo.generate_token(secret_key=key.hex(), count=count, value=value, token_type=typ,
+                                              restricted_digit_set=True, extended_token=extended)
+        assert len(tok) == (20 if extended else 15) and set(tok) <= set("1234")
+        assert keypad.Chain(key, None, extended).token(value, count, restricted=True) == tok
+        d = st_.decode(tok)
+        assert isinstance(d, keypad.Decoded) and d.count == count and d.value == value, (tok, d)
+        assert d.kind == OUR_KIND[typ]
+        st_.accept(d)
+        assert st_.decode(tok) == keypad.USED
+        done += 1
+    return done
+
+
+def test_restricted_digit_tokens_interoperate_with_openpaygo():
+    rnd = random.Random(4444)
+    n = sum(_restricted_run(rnd, False, 15) for _ in range(12))
+    n += sum(_restricted_run(rnd, True, 10) for _ in range(6))
+    assert n >= 200
+
+
+def test_restricted_digits_round_trip_every_code_width():
+    for code in (0, 1, 999999999, 2**30 - 1):
+        assert keypad.from_restricted(keypad.to_restricted(code, False)) == code
+    assert keypad.from_restricted(keypad.to_restricted(999999999999, True)) == 999999999999
+    assert keypad.from_restricted("1234") == 0b00011011
+    assert keypad.from_restricted("1235") is None
+
+
+def test_restricted_guard_path_and_malformed_entries():
+    key = bytes(range(16))
+    g = TokenGuard("000000000001", bytes(32), 0, key)
+    tok = keypad.Chain(key).token(40, 2, restricted=True)
+    code, t = g.check_keypad(tok, 0, 0)
+    assert code == results.ACCEPTED and t.kind == "topup" and t.amount == 40 * 10000
+    for bad in ("1234123412341235", "123412341234120", "12341234123412", "0" * 15, "5" * 20):
+        assert g.check_keypad(bad, 0, 0)[0] == results.MALFORMED, bad
+    # 4**15 > 10**9: the top of the restricted range decodes to no code at all.
+    assert g.check_keypad("4" * 15, 0, 0)[0] == results.BAD_MAC
+
+
+@settings(max_examples=400, deadline=None, derandomize=True)
+@given(st.text(alphabet="0123456789*# ", max_size=24))
+def test_any_digit_string_never_raises_or_matches(text):
+    st_ = keypad.KeypadState(bytes(range(16)))
+    assert st_.decode(text) in (keypad.MALFORMED, keypad.INVALID)
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(st.integers(0, 19), st.integers(1, 3), st.booleans())
+def test_mutated_restricted_tokens_are_refused(pos, delta, extended):
+    key = bytes(range(16))
+    tok = keypad.Chain(key, None, extended).token(77, 2, restricted=True)
+    i = pos % len(tok)
+    mutated = tok[:i] + "1234"[("1234".index(tok[i]) + delta) % 4] + tok[i + 1 :]
+    assert not isinstance(keypad.KeypadState(key).decode(mutated), keypad.Decoded)

@@ -3,26 +3,42 @@
 An OpenPAYGO token for value ``v`` at count ``n`` is the SipHash chain
 started from the device's starting code with its last 3 (extended: 6)
 digits replaced by ``base(v)``, stepped ``n`` times, with the base put back
-into the last digits.  Because the chain's start depends on the value, the
-reference decoder recomputes it from count 0 for every token it checks, so
-its work grows with the counter.
+into the last digits.  The hash input is the whole code, so after the first
+step the chains of two bases share nothing: each base is its own chain,
+and the only way to know base ``b``'s code at count ``n`` is to have a
+stored code of that chain at some count ``c <= n`` and step ``n - c`` times.
+The reference decoder stores none and recomputes from count 0 for every
+token it checks, so its work grows with the counter.
 
-Here a *checkpoint table* holds, for every one of the 1,000 standard-token
-bases, the chain's code at a common count ``K`` that trails the lowest count
-that could still be accepted.  Building it at count 0 costs nothing (it is
-the starting code with each base); ``KeypadState.work(budget)`` moves it
-forward in idle time (1,000 hashes per count).  Decoding a token then costs
-at most ``last_count + 100 - K`` hashes (<= ~200 when the table is kept up),
-whatever the counter.  Extended (12-digit) tokens have 10**6 bases, too many
-for a table, so they are still searched from count 0 (bounded only by the
-counter; see docs/tokens.md).
+Two kinds of stored chain codes (*checkpoints*) bound our work:
+
+- the *table*: every one of the 1,000 standard-token bases at a common
+  count ``K`` trailing the lowest count that could still be accepted.
+  Building it at count 0 costs nothing; ``KeypadState.work(budget)`` moves
+  it forward in idle time (1,000 hashes per count);
+- *marks*: for the last ``MARKS`` bases of each length (standard and
+  extended) that were accepted, the chain code at ``last - 63`` (the lowest
+  count still acceptable), taken while decoding the token and advanced by
+  ``work()`` at one hash per mark per count.
+
+A decode starts from the highest checkpoint it has for the token's base and
+walks to ``last + 64`` (counter sync: ``+ 100``).  With the table or a mark
+kept up that is at most ~165 hashes whatever the counter.  An extended
+token of a value none of the last ``MARKS`` accepted extended tokens had
+has no checkpoint (10**6 bases: no table fits) and is walked from count 0:
+its cost is ``last + 64`` hashes (see docs/tokens.md).
+
+Restricted-digit tokens (4-key keypads, digits 1-4: 15 digits standard, 20
+extended, as ``openpaygo.generate_token(restricted_digit_set=True)``) carry
+the same code two bits per digit and are decoded the same way.
 
 Semantics follow openpaygo 0.6.x: even counts ADD value, odd counts SET it;
 value 998 on an odd count disables PAYG and 999 is a counter sync.
 Differences (all stricter): a count is never accepted twice (the reference
 forgets this when its used-counts list is empty), extended 998/999 are
 decoded as disable/sync (the reference says SET), tokens must have exactly
-9 or 12 digits, and nothing raises on bad input.
+9 or 12 digits (or 15 or 20 restricted digits), and nothing raises on bad
+input.
 """
 
 from agent.tokens.siphash import bswap32, key_words, siphash24_word, siphash24_words
@@ -46,6 +62,7 @@ BASES = 1000
 CHUNK = 100  # table entries per bytearray: small blocks survive a fragmented heap
 CHUNKS = BASES // CHUNK
 _TABLE_LAG = SYNC_BELOW - 1  # table trails the last count by this much
+MARKS = 8  # checkpoints kept per token length (standard, extended)
 
 
 class Chain:
@@ -97,15 +114,39 @@ class Chain:
     def value_of(self, base):
         return (base - self.start) % self.modulus()
 
-    def token(self, value, count):
-        """The token digits for raw ``value`` at ``count`` (head-end, tests)."""
+    def token(self, value, count, restricted=False):
+        """The token digits for raw ``value`` at ``count`` (head-end, tests).
+
+        ``restricted``: digits 1-4 only, for 4-key keypads.
+        """
         base = self.base_for(value)
         code = self.first(base)
         for _ in range(count):
             code = self.next(code)
         m = self.modulus()
         code = code - code % m + base
+        if restricted:
+            return to_restricted(code, self.extended)
         return ("%012d" if self.extended else "%09d") % code
+
+
+def to_restricted(code, extended):
+    """``code`` as restricted digits: two bits per digit 1-4, most significant first."""
+    n = 20 if extended else 15
+    out = []
+    for i in range(n - 1, -1, -1):
+        out.append("1234"[(code >> (2 * i)) & 3])
+    return "".join(out)
+
+
+def from_restricted(digits):
+    """The code carried by restricted ``digits`` (each "1"-"4"), or None."""
+    code = 0
+    for ch in digits:
+        if ch < "1" or ch > "4":
+            return None
+        code = (code << 2) | (ord(ch) - 49)
+    return code
 
 
 def next_count(count, kind):
@@ -128,13 +169,14 @@ def raw_for(kind, value):
 class Decoded:
     """A keypad token that matched the chain (not yet accepted)."""
 
-    __slots__ = ("kind", "value", "count", "digits")
+    __slots__ = ("kind", "value", "count", "digits", "mark")
 
-    def __init__(self, kind, value, count, digits):
+    def __init__(self, kind, value, count, digits, mark=None):
         self.kind = kind
         self.value = value
         self.count = count
         self.digits = digits
+        self.mark = mark  # [extended, base, count, code]: a checkpoint for accept()
 
     def __repr__(self):
         return "Decoded(%s, value=%d, count=%d)" % (self.kind, self.value, self.count)
@@ -154,9 +196,12 @@ class KeypadState:
     counts: bit i set means count ``last - i`` was used.  The checkpoint
     table (standard tokens) is ``table`` (1,000 big-endian u32 codes in
     chunks of CHUNK) at count ``tk``; for bases below ``cursor`` at ``tk + 1``.
+    ``marks`` holds up to MARKS checkpoints per token length as
+    ``[extended (0/1), base, count, code]``, every count at or below the
+    lowest count still acceptable.
     """
 
-    __slots__ = ("chain", "ext_chain", "last", "used", "tk", "cursor", "table")
+    __slots__ = ("chain", "ext_chain", "last", "used", "tk", "cursor", "table", "marks")
 
     def __init__(self, key, starting_code=None):
         self.chain = Chain(key, starting_code, False)
@@ -165,6 +210,7 @@ class KeypadState:
         self.used = 0
         self.tk = 0
         self.cursor = 0
+        self.marks = []
         self.table = [bytearray(4 * CHUNK) for _ in range(CHUNKS)]
         for b in range(BASES):
             self._put(b, self.chain.first(b))
@@ -186,19 +232,47 @@ class KeypadState:
         code = (t[i] << 24) | (t[i + 1] << 16) | (t[i + 2] << 8) | t[i + 3]
         return (self.tk + 1 if base < self.cursor else self.tk), code
 
+    def _mark(self, ext, base):
+        for m in self.marks:
+            if m[0] == ext and m[1] == base:
+                return m
+        return None
+
+    def _checkpoint(self, ext, base):
+        # (count, code): the highest stored code of base's chain.
+        m = self._mark(ext, base)
+        if ext:
+            if m is None:
+                return 0, self.ext_chain.first(base)
+            return m[2], m[3]
+        c, code = self._entry(base)
+        if m is not None and m[2] > c:
+            return m[2], m[3]
+        return c, code
+
     def table_behind(self):
         """Counts the checkpoint table still has to move (0 when kept up)."""
         return max(0, self.last - _TABLE_LAG - self.tk)
 
     def work(self, budget):
-        """Advance the checkpoint table by up to ``budget`` hashes; return hashes done.
+        """Advance the checkpoints by up to ``budget`` hashes; return hashes done.
 
         Call it from idle ticks: decoding stays correct either way, but each
-        count the table lags costs one hash per decode.
+        count a checkpoint lags costs one hash per decode of its bases.
+        Marks come first (one hash per mark per count, and they serve the
+        values in use), then the table (1,000 hashes per count).
         """
         done = 0
         target = self.last - _TABLE_LAG
         chain = self.chain
+        for m in self.marks:
+            if not m[0] and m[2] <= self.tk:
+                continue  # the table has caught up with it; dropped on the next accept
+            step = self.ext_chain.next if m[0] else chain.next
+            while done < budget and m[2] < target:
+                m[3] = step(m[3])
+                m[2] += 1
+                done += 1
         while done < budget and self.tk < target:
             b = self.cursor
             self._put(b, chain.next(self._entry(b)[1]))
@@ -232,49 +306,54 @@ class KeypadState:
     def decode(self, digits):
         """Match ``digits`` (a str) against the chain near the last count.
 
+        Accepts 9 or 12 decimal digits, or 15 or 20 restricted digits (1-4).
         Returns a ``Decoded`` or one of MALFORMED, INVALID, USED, OLD.  Never
         raises and changes nothing.
         """
         if not isinstance(digits, str):
             return MALFORMED
         n = len(digits)
-        if n != 9 and n != 12:
-            return MALFORMED
-        for ch in digits:
-            if ch < "0" or ch > "9":
+        if n == 15 or n == 20:
+            token = from_restricted(digits)
+            if token is None:
                 return MALFORMED
-        token = int(digits)
-        extended = n == 12
+            extended = n == 20
+            if token > (999999999999 if extended else 999999999):
+                return INVALID  # well-typed but no code maps there: a wrong entry
+        elif n == 9 or n == 12:
+            for ch in digits:
+                if ch < "0" or ch > "9":
+                    return MALFORMED
+            token = int(digits)
+            extended = n == 12
+        else:
+            return MALFORMED
         chain = self.ext_chain if extended else self.chain
         m = chain.modulus()
         base = token % m
         value = chain.value_of(base)
-        if extended:
-            start_count, code = 0, chain.first(base)
-            odd_kind = SET
-            if value == DISABLE_VALUE:
-                odd_kind = DISABLE_PAYG
-            elif value == SYNC_VALUE:
-                odd_kind = COUNTER_SYNC
-            max_value = MAX_VALUE_EXT
-        else:
-            start_count, code = self._entry(base)
-            odd_kind = SET
-            if value == DISABLE_VALUE:
-                odd_kind = DISABLE_PAYG
-            elif value == SYNC_VALUE:
-                odd_kind = COUNTER_SYNC
-            elif value > MAX_VALUE:
-                return INVALID  # 996/997: no generator makes these
-            max_value = MAX_VALUE
+        odd_kind = SET
+        if value == DISABLE_VALUE:
+            odd_kind = DISABLE_PAYG
+        elif value == SYNC_VALUE:
+            odd_kind = COUNTER_SYNC
+        elif not extended and value > MAX_VALUE:
+            return INVALID  # 996/997: no generator makes these
+        max_value = MAX_VALUE_EXT if extended else MAX_VALUE
+        count, code = self._checkpoint(1 if extended else 0, base)
         jump = MAX_JUMP_SYNC if odd_kind == COUNTER_SYNC else MAX_JUMP
         high = self.last + jump
         low = self.last - SYNC_BELOW + 1
         if low < 0:
             low = 0
         found = INVALID
-        count = start_count
+        # The code at ``low`` becomes this base's mark when the token is
+        # accepted: low only grows, so it stays at or below every later low.
+        # (At count 0 a mark is worthless: the chain's start is free.)
+        mark = None
         while count <= high:
+            if count == low and low > 0:
+                mark = [1 if extended else 0, base, count, code]
             if count >= low and code - code % m + base == token:
                 if count % 2:
                     kind = odd_kind
@@ -286,7 +365,7 @@ class KeypadState:
                     verdict = self._verdict(kind, count)
                     if verdict is None:
                         v = value if kind in (ADD, SET) else 0
-                        return Decoded(kind, v, count, digits)
+                        return Decoded(kind, v, count, digits, mark)
                     if found == INVALID or verdict == USED:
                         found = verdict
             code = chain.next(code)
@@ -305,15 +384,39 @@ class KeypadState:
             # SET, disable and sync supersede every older token (as the
             # reference's update_used_counts does for its 16-count range).
             self.used = MASK
+        if decoded.mark is not None:
+            self._keep(decoded.mark)
+
+    def _keep(self, mark):
+        ext, base = mark[0], mark[1]
+        old = self._mark(ext, base)
+        if old is not None:
+            if old[2] >= mark[2]:
+                return
+            self.marks.remove(old)
+        # Standard marks the table has caught up with serve no purpose.
+        self.marks = [m for m in self.marks if m[0] or m[2] > self.tk]
+        if not ext and mark[2] <= self.tk:
+            return
+        self.marks.append([ext, base, mark[2], mark[3]])
+        mine = [m for m in self.marks if m[0] == ext]
+        if len(mine) > MARKS:
+            oldest = mine[0]
+            for m in mine:
+                if m[2] < oldest[2]:
+                    oldest = m
+            self.marks.remove(oldest)
 
     # --------------------------------------------------------- snapshot
 
     def snapshot(self):
         """Plain-data state for the durable store."""
+        marks = sorted([list(m) for m in self.marks])
         return {
             "c": self.cursor,
             "k": self.tk,
             "l": self.last,
+            "m": marks,
             "s": self.chain.start,
             "t": [bytes(c) for c in self.table],
             "u": self.used,
@@ -327,6 +430,7 @@ class KeypadState:
             )
         except (KeyError, TypeError):
             raise ValueError("keypad snapshot: missing fields")
+        marks = snap.get("m", [])  # absent in snapshots written before marks existed
         for name, v in (("c", cursor), ("k", tk), ("l", last), ("u", used)):
             if not isinstance(v, int) or isinstance(v, bool) or v < 0:
                 raise ValueError("keypad snapshot: field %s must be a non-negative int" % name)
@@ -339,8 +443,32 @@ class KeypadState:
                 raise ValueError("keypad snapshot: table chunks must be %d bytes" % (4 * CHUNK))
         if cursor >= BASES or used > MASK or tk > last:
             raise ValueError("keypad snapshot: inconsistent counters")
+        kept = _check_marks(marks, last)
         self.cursor = cursor
         self.tk = tk
         self.last = last
         self.used = used
         self.table = [bytearray(c) for c in table]
+        self.marks = kept
+
+
+def _check_marks(marks, last):
+    # Validated copy of a snapshot's marks; ValueError naming what is wrong.
+    if not isinstance(marks, (list, tuple)) or len(marks) > 2 * MARKS:
+        raise ValueError("keypad snapshot: field m must be a list of at most %d marks" % (2 * MARKS))
+    out = []
+    for m in marks:
+        if not isinstance(m, (list, tuple)) or len(m) != 4:
+            raise ValueError("keypad snapshot: each mark must be [extended, base, count, code]")
+        for v in m:
+            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+                raise ValueError("keypad snapshot: mark fields must be non-negative ints")
+        ext, base, count, code = m
+        top_base, top_code = (999999, 999999999999) if ext else (999, 999999999)
+        if ext > 1 or base > top_base or code > top_code or count > max(0, last - _TABLE_LAG):
+            raise ValueError("keypad snapshot: mark %r out of range" % (list(m),))
+        for o in out:
+            if o[0] == ext and o[1] == base:
+                raise ValueError("keypad snapshot: two marks for one base")
+        out.append([ext, base, count, code])
+    return out
