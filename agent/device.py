@@ -8,6 +8,12 @@ balance, and commits on the power-fail signal and on clean shutdown.
 Guarantees (see docs/store.md):
 - every ``Persist`` the core asks for is committed before ``feed``
   returns; the returned actions no longer contain ``Persist``;
+- other parts changed with the same event are in that same commit:
+  ``feed(event, before_commit)`` calls ``before_commit(actions)`` after
+  the core and before the commit; it may update other parts (and add
+  actions) and returns a commit reason when it changed one, else None;
+- ``commit(reason)`` commits what changed outside any event (a part
+  alone: a keypad lockout, a link message refused);
 - checkpoints every ``checkpoint_s`` seconds (if energy or balance moved)
   and, when ``checkpoint_wh`` > 0, whenever that much energy accrued;
 - after boot a ``store``/``unaccounted_energy`` record says how much
@@ -20,7 +26,12 @@ The stored value is a dict of parts: {"v": 1, "meter": ..., "device":
 ..., <part name>: ...}; other durable parts (the token replay guard)
 register with ``add_part(name, obj)``: ``obj.snapshot()`` -> value,
 ``obj.restore(value)`` (value None when the store had none).
+
+``next_deadline()`` is the wall second of the next Tick the meter or a
+checkpoint needs, so a shell may sleep until it.
 """
+
+import gc
 
 from agent.config import INT, Field, at_least
 from agent.events import Boot, Command
@@ -35,6 +46,7 @@ STORE_FIELDS = {
 
 _RESERVED = ("v", "meter", "device")
 _STATE_LOST_REF = "state_lost"
+RETRY_S = 5  # a failing store is retried this often (and on every event while acks wait)
 
 
 def store_settings(cfg):
@@ -51,14 +63,12 @@ def store_settings(cfg):
 class Device:
     """One meter plus its durable store.  ``boot`` once, then ``feed`` events."""
 
-    def __init__(self, cfg, store, meter_class=None):
-        if meter_class is None:
-            from agent.meter import Meter
+    def __init__(self, cfg, store):
+        from agent.meter import Meter
 
-            meter_class = Meter
         self.cfg = cfg
         self.store = store
-        self.meter_class = meter_class
+        self.meter_class = Meter
         sc = store_settings(cfg)
         self.checkpoint_s = sc["checkpoint_s"]
         self.checkpoint_wh = sc["checkpoint_wh"]
@@ -72,6 +82,7 @@ class Device:
         self.store_error = None
         self.commits = 0
         self._mark_mono = 0
+        self._fail_mono = 0  # mono ms of the last commit that failed
         self._mark_total = None
         self._mark_balance = None
         self._clean = False
@@ -91,8 +102,17 @@ class Device:
 
     # ---------------------------------------------------------------- boot
 
-    def boot(self, wall, mono):
-        """Load the store, restore (or start) the meter, feed Boot; returns actions."""
+    def boot(self, wall, mono, before_commit=None):
+        """Load the store, restore (or start) the meter, feed Boot; returns actions.
+
+        ``before_commit(actions)`` sees every boot record (the core's and the
+        device's own) before the boot commit; see ``feed``.
+        """
+        # Free what setup left behind: reading a slot needs a contiguous
+        # 4 KB buffer, and a board's heap is small and fragments.  Only on
+        # MicroPython (mem_free is its own): CPython's full collection is slow.
+        if hasattr(gc, "mem_free"):
+            gc.collect()
         loads, findings, had_files = self.store.load()
         meter = None
         dev = {}
@@ -107,6 +127,8 @@ class Device:
                 dev = v.get("device")
                 if not isinstance(dev, dict):
                     dev = {}
+            except MemoryError:
+                raise  # out of RAM is not damage: never fall back to an older state for it
             except Exception as e:  # any damage must end in a finding, never a crash loop
                 meter = None
                 findings.append(Finding(loaded.source, REJECTED, "cannot restore: %s" % (e,)))
@@ -148,6 +170,8 @@ class Device:
             actions.append(self._record("store", "skipped_files", {"found": [f.as_dict() for f in findings], "used": self.source}))
         if not lost_now and (loads or had_files):
             actions.append(self._record("store", "unaccounted_energy", self._unaccounted(dev)))
+        if before_commit is not None:
+            before_commit(actions)
         self._commit("boot", actions)
         return self._finish(actions)
 
@@ -170,8 +194,16 @@ class Device:
 
     # ---------------------------------------------------------------- feed
 
-    def feed(self, event):
-        """Run one event through the meter; commit what must be durable; return actions."""
+    def feed(self, event, before_commit=None):
+        """Run one event through the meter; commit what must be durable; return actions.
+
+        ``before_commit(actions)``, when given, runs after the core and
+        before the commit on every event: it sees the core's actions, may
+        update other parts and append actions, and returns a commit reason
+        (a str) when it changed a part, else None.  So one atomic commit
+        holds the event's effect on every part before any Ack or close
+        pulse is returned.
+        """
         actions = self.meter.handle(event)
         kind = event.kind
         reason = None
@@ -179,9 +211,15 @@ class Device:
             if a.kind == "persist":
                 reason = a.reason
                 break
+        if before_commit is not None:
+            extra = before_commit(actions)
+            if reason is None and extra:
+                reason = extra
         clean = kind == "power_fail" or kind == "shutdown"
         if reason is None and (clean or self._checkpoint_due(event.mono)):
             reason = kind if clean else "checkpoint"
+        if reason is None and self.store_error is not None and event.mono - self._fail_mono >= RETRY_S * 1000:
+            reason = "retry"
         if reason is not None or self.withheld:
             self._commit(reason or "retry", actions, clean)
         return self._finish(actions)
@@ -197,18 +235,58 @@ class Device:
             return total - self._mark_total >= self.checkpoint_wh * m.constant  # units of 1/C Wh
         return False
 
-    def next_deadline(self):
-        """Wall second of the next Tick the meter or a checkpoint needs (or None)."""
-        return self.meter.next_deadline()
+    def commit(self, reason):
+        """Commit every part now (a part changed outside any event); returns actions.
 
-    def clear_state_lost(self, wall, mono):
-        """The head-end vouched for the state (restored or reviewed it): end the flag."""
+        The actions are the device's own: ``store`` records of a failed or
+        recovered commit and the Acks / close pulses a failed commit held
+        back, released now that one worked.  True durability is in
+        ``store_error`` (None after a commit that worked).
+        """
+        actions = []
+        self._commit(reason, actions)
+        return actions
+
+    def next_deadline(self):
+        """Wall second of the next Tick the meter or a checkpoint needs (or None).
+
+        A checkpoint is due ``checkpoint_s`` after the last commit once
+        energy or balance moved; a failed commit holding back acks is
+        retried within ``RETRY_S``.
+        """
+        m = self.meter
+        if m is None:
+            return None
+        best = m.next_deadline()
+        wall = m.wall
+        if wall is None:
+            return best
+        t = None
+        if self.withheld or self.store_error is not None:
+            t = wall + RETRY_S
+        elif m.regs.total != self._mark_total or m.balance != self._mark_balance:
+            due = self._mark_mono + self.checkpoint_s * 1000
+            # in wall seconds, rounded up so the Tick at that second finds it due
+            t = wall + (due - m.mono + 999) // 1000
+            if t < wall:
+                t = wall
+        if t is not None and (best is None or t < best):
+            best = t
+        return best
+
+    def clear_state_lost(self, wall, mono, before_commit=None):
+        """The head-end vouched for the state (restored or reviewed it): end the flag.
+
+        ``before_commit`` as for ``feed``.
+        """
         if not self.state_lost:
             return []
         self.state_lost = 0
         actions = [self._record("state_lost", "cleared", {})]
         actions.extend(self.meter.handle(Command("guarantee_off", {}, _STATE_LOST_REF, wall, mono)))
         actions = [a for a in actions if not (a.kind == "ack" and a.ref == _STATE_LOST_REF)]
+        if before_commit is not None:
+            before_commit(actions)
         self._commit("state_lost_cleared", actions)
         return self._finish(actions)
 
@@ -233,6 +311,7 @@ class Device:
         try:
             self.store.commit(self.value(reason, clean), full=reason == "boot")
         except StoreError as e:
+            self._fail_mono = self.meter.mono
             # Durable before acknowledged: hold back acks and closes until a commit works.
             if self.store_error is None:
                 actions.append(self._record("store", "commit_failed", {"error": str(e)}))

@@ -86,7 +86,7 @@ class Meter:
         self.alarm_out = 0
         self.arrears_since = None  # mono ms since credit has been exhausted
         self.boots = 0
-        self.purchases = 0  # accepted top-ups, ever (DL/T 645 03330201)
+        self.purchase_count = 0  # accepted top-ups, ever (DL/T 645 03330201)
         self.wall = None
         self.mono = 0
         self._persist = False
@@ -417,7 +417,7 @@ class Meter:
             self._actions.append(Ack(ev.ref, results.OVER_HOARDING_LIMIT, acc.balance))
             return
         acc.credit(amount)
-        self.purchases += 1
+        self.purchase_count += 1
         self._publish("topup", results.ACCEPTED, {"ref": ev.ref, "amount": amount, "balance": acc.balance, "source": ev.source})
         self._mark("topup")
         self._evaluate()
@@ -613,7 +613,7 @@ class Meter:
             self.alarm_forced,
             self.log.snapshot(),
             self.filter.snapshot(),
-            self.purchases,
+            self.purchase_count,
         ]
 
     @classmethod
@@ -625,7 +625,7 @@ class Meter:
                 raise ValueError("snapshot version %r, expected %d" % (snap[0], SNAPSHOT_VERSION))
             if snap[1] != meter.meter_id:
                 raise ValueError("snapshot is of meter %r, not %r" % (snap[1], meter.meter_id))
-            (_, _, meter.boots, meter.wall, regs, acc, fr, state, meter.force_until, meter.timer_at, meter.timer_trigger, meter.alarm_forced, log, filt, meter.purchases) = snap
+            (_, _, meter.boots, meter.wall, regs, acc, fr, state, meter.force_until, meter.timer_at, meter.timer_trigger, meter.alarm_forced, log, filt, meter.purchase_count) = snap
             meter.regs.restore(regs)
             meter.account.restore(acc)
             meter.freezer.restore(fr)
@@ -634,7 +634,7 @@ class Meter:
             meter.state = state
             meter.log.restore(log)
             meter.filter.restore(filt)
-        except ValueError:
+        except (ValueError, MemoryError):
             raise
         except Exception as exc:  # IndexError, TypeError, KeyError: a damaged shape
             raise ValueError("snapshot does not fit this meter: %r" % (exc,))

@@ -282,6 +282,10 @@ class Slots:
             fname = "%s.%s" % (self.name, slot)
             try:
                 data = self.fs.read(path, MAX_FILE)
+            except MemoryError:
+                # Out of RAM is not a damaged file: treating it as one would
+                # boot an older state and lose acknowledged top-ups.
+                raise
             except Exception as e:
                 had_files = True
                 findings.append(Finding(fname, UNREADABLE, "could not read: %r" % (e,)))
@@ -479,7 +483,7 @@ def patch(value, ops):
                 elif not isinstance(parent, dict) or key not in parent:
                     raise ValueError("key %r not found" % (key,))
                 parent[key] = new
-    except ValueError:
+    except (ValueError, MemoryError):
         raise
     except Exception as e:  # IndexError, TypeError, KeyError from a damaged delta
         raise ValueError("delta does not fit: %r" % (e,))

@@ -11,7 +11,7 @@ publishes the token to the moment the agent hands PulseCoil("set") to the
 hardware layer (the relay-close action; the coil pulse itself is not
 counted), and also to the ack arriving back at the head-end.  The close
 comes after the commit of credit, used token, command sequence and outbox
-(LinkedMeter commits before returning actions).  Prints p50/p90/p99/max.
+(the Device commits before LinkedMeter returns actions).  Prints p50/p90/p99/max.
 """
 
 import argparse
@@ -27,11 +27,12 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from mosquitto import Broker, TLSListener, make_pki  # noqa: E402
 
-from agent.events import Boot, Pulses, Tick  # noqa: E402
+from agent.device import Device  # noqa: E402
+from agent.events import Pulses, Tick  # noqa: E402
 from agent.link.agent import LinkedMeter  # noqa: E402
 from agent.link.backoff import Backoff  # noqa: E402
 from agent.link.session import Session  # noqa: E402
-from agent.meter import Meter, load_config  # noqa: E402
+from agent.meter import load_config  # noqa: E402
 from agent.store import OsFS, Store  # noqa: E402
 from agent.tokens import TokenGuard  # noqa: E402
 from headend.link import Fleet, HeadEnd  # noqa: E402
@@ -63,12 +64,11 @@ def main(argv=None):
     store_dir = base / "store"
     store_dir.mkdir(exist_ok=True)
     store = Store(OsFS(), str(store_dir), MID)
-    store.adopt(None)
     cfg = load_config({"meter": {"id": MID, "constant": 1000},
                        "account": {"opening_balance": 0, "trip_delay_s": 0, "alarm1": 0, "alarm2": 0},
                        "relay": {"min_interval_ms": 0, "pulse_ms": 10, "settle_ms": 0}})
-    linked = LinkedMeter(Meter(cfg), TokenGuard(MID, fleet.meter_key(MID)),
-                         Session(MID, fleet.keys(MID), os.urandom(8), boot=1, fw="bench"), store.commit)
+    linked = LinkedMeter(Device(cfg, store), TokenGuard(MID, fleet.meter_key(MID)),
+                         Session(MID, fleet.keys(MID), os.urandom(8), boot=1, fw="bench"))
     closes = []
     opens = []
 
@@ -85,7 +85,7 @@ def main(argv=None):
     stop = threading.Event()
 
     def agent_loop():
-        on_hw(linked.handle(Boot(wall_s(), mono_ms()), wall_s())[0])
+        on_hw(linked.boot(wall_s(), mono_ms())[0])
         next_tick = 0
         while not stop.is_set():
             transport.step(0.002)

@@ -102,6 +102,9 @@ class AgentRuntime:
         self.transport = None
         self.slave = None
         self.master = None
+        self.master_check = None  # CrossCheck of the host meter's register (dlt645_master)
+        self.master_address = cfg["dlt645_master"]["address"]
+        self.master_reads = 0  # register reads that worked
         self.pending_outs = []
         self.stop = threading.Event()
         self.errors = 0
@@ -190,27 +193,45 @@ class AgentRuntime:
         return server
 
     def _master_loop(self):
-        # Read the host meter's register now and then; the core logs drift as a plausibility event.
+        # Read the host meter's register every interval_s until stopped.
+        while not self.stop.is_set():
+            self.master_pass()
+            self.stop.wait(self.cfg["dlt645_master"]["interval_s"])
+
+    def master_pass(self):
+        """One read of the host meter's energy register, cross-checked against the pulses.
+
+        Runs in the master thread.  A drift or a register going backwards
+        goes to the core as an ``Anomaly`` (logged as a ``plausibility``
+        record, committed and published); its Outs wait for the main loop,
+        which owns the transport.  Returns the findings fed; a host meter
+        that is absent or silent is logged and retried next interval.
+        """
         from agent.dlt645.master import CrossCheck
         from agent.events import Anomaly
         from hw.serial_link import SerialMaster
 
         mc = self.cfg["dlt645_master"]
-        check = CrossCheck(mc["drift_wh"], mc["drift_permille"])
-        address = mc["address"]
-        while not self.stop.is_set():
-            try:
-                with SerialMaster(mc["device"], mc["baud"], mc["parity"], mc["timeout_ms"] / 1000.0) as port:
-                    if address is None:
-                        address = port.read_address()
-                    register_wh = port.read_energy_wh(address)
-                with self.lock:
-                    for reason, data in check.update(self.linked.meter.energy_wh, register_wh):
-                        b = self.backend
-                        self.feed(Anomaly(reason, data, b.wall(), b.mono()))
-            except Exception as e:  # an absent or silent host meter must not stop the agent
-                log.warning("dlt645 master: %s", e)
-            self.stop.wait(mc["interval_s"])
+        if self.master_check is None:
+            self.master_check = CrossCheck(mc["drift_wh"], mc["drift_permille"])
+        try:
+            with SerialMaster(mc["device"], mc["baud"], mc["parity"], mc["timeout_ms"] / 1000.0) as port:
+                if self.master_address is None:
+                    self.master_address = port.read_address()
+                register_wh = port.read_energy_wh(self.master_address)
+        except Exception as e:  # an absent or silent host meter must not stop the agent
+            log.warning("dlt645 master: %s: %s", mc["device"], e)
+            return []
+        found = []
+        with self.lock:
+            self.master_reads += 1
+            for reason, data in self.master_check.update(self.linked.meter.energy_wh, register_wh):
+                b = self.backend
+                hw, outs = self.linked.handle(Anomaly(reason, data, b.wall(), b.mono()), b.wall())
+                self.execute(hw)
+                self.pending_outs.extend(outs)
+                found.append((reason, data))
+        return found
 
     def shutdown(self):
         """Clean stop: Shutdown event (a clean commit), status offline, hardware safe."""

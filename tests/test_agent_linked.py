@@ -9,7 +9,7 @@ import pytest
 
 from agent import results, settings
 from agent.device import Device
-from agent.events import Command, Tick
+from agent.events import Command, Pulses, Tamper, Tick
 from agent.link import envelope, topics
 from agent.link.agent import LinkedMeter
 from agent.link.session import Session
@@ -18,6 +18,7 @@ from agent.tokens import TokenGuard, key_change_args
 from agent.tokens import keypad as kp
 from headend import keys as hkeys
 from headend.link import Fleet
+from headend.shadow import Shadow
 
 MID = "000000000042"
 MASTER = bytes(range(100, 132))
@@ -181,24 +182,6 @@ def test_agent_linked_rejects_commit_and_never_raise(tmp_path):
     assert r.linked.meter.balance == 0
 
 
-@pytest.mark.parametrize("amount", [1, 99990000])
-def test_agent_linked_legacy_commit_function(amount):
-    # The link's own tests and bench build it from a Meter and a commit function.
-    from agent.events import Boot
-    from agent.meter import Meter, load_config
-
-    fleet = Fleet(MASTER)
-    committed = []
-    meter = Meter(load_config({"meter": {"id": MID}, "account": {"opening_balance": 0}}))
-    linked = LinkedMeter(meter, TokenGuard(MID, fleet.meter_key(MID)), Session(MID, fleet.keys(MID), os.urandom(8)),
-                         committed.append)
-    linked.handle(Boot(W, 0), W)
-    linked.connected(W, 0)
-    topic, payload = fleet.seal_token(MID, 1, fleet.topup_token(MID, 1, amount, W), "x", W)
-    hw, outs = linked.received(topic, payload, W, 10)
-    assert linked.meter.balance == amount and sorted(committed[-1]) == ["link", "meter", "tokens"]
-
-
 def test_agent_linked_set_credit_restores_lost_state(tmp_path):
     r = Rig(tmp_path)
     r.send(1, r.fleet.topup_token(MID, 1, 300000, W), "t1")
@@ -215,3 +198,78 @@ def test_agent_linked_set_credit_restores_lost_state(tmp_path):
     assert r.linked.meter.relay_state != "guarantee"
     assert any(e.get("kind") == "state_lost" and e.get("reason") == "cleared" for e in r.events(outs))
     assert r.stored()["device"]["lost"] == 0
+
+
+def test_agent_linked_core_is_the_plain_meter_and_sees_no_fake_events(tmp_path):
+    from agent.meter import Meter
+
+    r = Rig(tmp_path)
+    assert type(r.linked.meter) is Meter  # no subclass hooked into the Device
+    before = r.linked.meter.snapshot()
+    commits = r.device.commits
+    # Only the guard changes (key change), only the session changes (a refused
+    # message): each is one commit, and the core is not touched at all.
+    new_key = bytes(range(7, 39))
+    args = key_change_args(r.fleet.meter_key(MID), MID, 1, new_key, os.urandom(16))
+    r.send(1, r.fleet.command_token(MID, 1, "key_change", args, W), "kc", mono=5000)
+    assert r.device.commits == commits + 1
+    r.linked.received(topics.topic(MID, topics.CMD), b"junk", W + 30, 35000)
+    assert r.device.commits == commits + 2
+    assert r.linked.meter.snapshot() == before
+    assert r.linked.meter.mono == 0  # no Tick was fed at any time
+
+
+def test_agent_linked_old_form_is_gone():
+    from agent.meter import Meter, load_config
+
+    fleet = Fleet(MASTER)
+    meter = Meter(load_config({"meter": {"id": MID}}))
+    with pytest.raises(TypeError):
+        LinkedMeter(meter, TokenGuard(MID, fleet.meter_key(MID)), Session(MID, fleet.keys(MID), os.urandom(8)),
+                    lambda value: None)
+
+
+def test_agent_linked_token_kinds_match_the_token_layer():
+    from agent.link import agent as linked_mod
+    from agent.tokens import mqtt as tm
+
+    assert (linked_mod.TOPUP, linked_mod.COMMAND, linked_mod.KEY_CHANGE, linked_mod.SET_CLOCK) == (
+        tm.TOPUP, tm.COMMAND, tm.KEY_CHANGE, tm.SET_CLOCK)
+
+
+def test_agent_linked_next_deadline_covers_checkpoint_and_telemetry(tmp_path):
+    r = Rig(tmp_path, opening_balance=10 ** 7)
+    r.linked.handle(Tick(W + 5, 5000), W + 5)  # the boot's coil pulse is done; the telemetry clock starts
+    assert r.linked.next_deadline() == r.linked.next_tele  # nothing else is due before it
+    r.linked.handle(Pulses(32, W + 6, 6000), W + 6)  # 10 Wh: a checkpoint is now owed
+    assert r.linked.next_deadline() == W + 60  # checkpoint_s after the boot commit
+    writes = r.store.writes
+    r.linked.handle(Tick(W + 60, 60000), W + 60)
+    assert r.store.writes == writes + 1
+
+
+def _shadow_of(r, outs, shadow):
+    for o in outs:
+        meter_id, leaf, fields = r.fleet.open(o.topic, o.payload)
+        shadow.record(meter_id, leaf, fields, W)
+
+
+def test_agent_linked_state_carries_chg_for_the_exact_balance_check(tmp_path):
+    r = Rig(tmp_path)
+    shadow = Shadow()
+    _shadow_of(r, r.broker(r.linked.connected(W, 0)), shadow)  # the retained state: the baseline
+    hw, outs = r.send(1, r.fleet.topup_token(MID, 1, 250000, W), "t1")
+    _shadow_of(r, outs, shadow)
+    hw, outs = r.linked.handle(Pulses(3200, W + 10, 10000), W + 10)  # 1 kWh charged
+    _shadow_of(r, r.broker(outs), shadow)
+    hw, outs = r.linked.handle(Tamper(True, W + 11, 11000), W + 11)  # a commit: the state is published
+    _shadow_of(r, r.broker(outs), shadow)
+    m = r.linked.meter
+    state = shadow.meters(MID)[0]["state"]
+    assert state["chg"] == m.account.charged == 5883 and state["bal"] == m.balance == 250000 - 5883
+    assert state["bal"] == 0 + m.account.credited - state["chg"]
+    assert [p for p in shadow.reconcile(MID)["problems"] if p["code"] == "balance_mismatch"] == []
+    # A balance one unit short is caught only because ``chg`` is exact.
+    shadow.record(MID, "state", {"t": W + 12, "b": dict(state, bal=state["bal"] - 1)}, W + 12)
+    assert [p["code"] for p in shadow.reconcile(MID)["problems"] if p["code"] == "balance_mismatch"] == [
+        "balance_mismatch"]

@@ -14,7 +14,8 @@ import pytest
 from mosquitto import MOSQUITTO, TLSListener, make_pki
 
 from agent import results
-from agent.events import Boot, Tamper, Tick
+from agent.device import Device
+from agent.events import Tamper
 from agent.link import envelope, topics
 from agent.link.agent import LinkedMeter
 from agent.link.backoff import Backoff
@@ -32,26 +33,17 @@ MASTER = bytes(range(32))
 
 
 class AgentThread:
-    """A CPython agent loop: the thin shell the lead's `pmeter agent` will be."""
+    """A CPython agent loop: LinkedMeter on a Device (meter + durable store) and paho."""
 
     def __init__(self, broker, pki, store_dir, fleet):
         self.fleet = fleet
         os.makedirs(str(store_dir), exist_ok=True)
         self.store = Store(OsFS(), str(store_dir), MID)
         cfg = load_config({"meter": {"id": MID}, "account": {"opening_balance": 0, "trip_delay_s": 0}})
-        loaded, _findings, _had = self.store.load()
+        self.device = Device(cfg, self.store)
         guard = TokenGuard(MID, fleet.meter_key(MID))
         session = Session(MID, fleet.keys(MID), os.urandom(8), boot=1, fw="test")
-        if loaded:
-            value = loaded[0].value
-            meter = Meter.restore(cfg, value["meter"])
-            guard.restore(value["tokens"])
-            session.restore(value["link"])
-            self.store.adopt(loaded[0])
-        else:
-            meter = Meter(cfg)
-            self.store.adopt(None)
-        self.linked = LinkedMeter(meter, guard, session, self.store.commit)
+        self.linked = LinkedMeter(self.device, guard, session)
         self.hw = []
         self.transport = PahoTransport(
             self.linked, broker.host, broker.tls_port, "meter-" + MID,
@@ -64,7 +56,7 @@ class AgentThread:
         self.thread = threading.Thread(target=self.run, daemon=True)
 
     def run(self):
-        hw, outs = self.linked.handle(Boot(wall_s(), mono_ms()), wall_s())
+        hw, outs = self.linked.boot(wall_s(), mono_ms())
         self.hw.extend(hw)
         while not self.stop.is_set():
             self.transport.step(0.01)

@@ -1,8 +1,8 @@
 """The MicroPython agent (unix port) against the same real Mosquitto.
 
 The real MicroPython runs agent/link/umqtt.py with TLS and its own client
-certificate, the full LinkedMeter (Meter + TokenGuard + Session, durable
-store), subscribes, receives sealed top-up tokens from the CPython head-end,
+certificate, the full LinkedMeter (Device: Meter + durable store; TokenGuard;
+Session), subscribes, receives sealed top-up tokens from the CPython head-end,
 acknowledges them with QoS 1 and handles the PUBACKs; a bad payload is
 refused while the connection stays up.
 """
@@ -36,9 +36,9 @@ from agent.link.backoff import Backoff
 from agent.link.session import Session
 from agent.link.envelope import LinkKeys
 from agent.link.agent import LinkedMeter
-from agent.meter import Meter, load_config
+from agent.device import Device
+from agent.meter import load_config
 from agent.tokens import TokenGuard
-from agent.events import Boot
 from agent.store import Store, OsFS
 
 host, port, ca, cert, key, mid, mkey, lkey, store_dir, want, limit_s = sys.argv[1:12]
@@ -64,16 +64,16 @@ def connect():
 def clock():
     return int(time.time()), time.ticks_ms()
 
-store = Store(OsFS(), store_dir, mid)
-store.adopt(None)
-meter = Meter(load_config({"meter": {"id": mid}, "account": {"opening_balance": 0}}))
+device = Device(load_config({"meter": {"id": mid}, "account": {"opening_balance": 0}}),
+                Store(OsFS(), store_dir, mid))
 guard = TokenGuard(mid, binascii.unhexlify(mkey))
 session = Session(mid, LinkKeys(binascii.unhexlify(lkey)), os.urandom(8), boot=1, fw="mpy")
-linked = LinkedMeter(meter, guard, session, store.commit)
+linked = LinkedMeter(device, guard, session)
 t = Transport(linked, connect, "meter-" + mid, Backoff(100, 1000, 5000), clock,
               lambda: random.getrandbits(30), keepalive=10, log=lambda m: print("LOG", m))
 wall, mono = clock()
-linked.handle(Boot(wall, mono), wall)
+linked.boot(wall, mono)
+meter = linked.meter
 start = time.ticks_ms()
 seen = 0
 while time.ticks_diff(time.ticks_ms(), start) < limit_s * 1000:

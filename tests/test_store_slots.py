@@ -199,3 +199,16 @@ def test_store_large_change_writes_a_new_base(tmp_path):
     assert st_.full_writes == 2
     loads, _, _ = S.Store(S.OsFS(), str(tmp_path), MID).load()
     assert loads[0].value["log"][5] == "b 5"
+
+
+def test_running_out_of_memory_while_loading_is_not_taken_for_a_damaged_file(tmp_path, monkeypatch):
+    """A MemoryError while reading must not make the device boot an older state."""
+    fs = S.OsFS()
+    S.Store(fs, str(tmp_path), MID).commit({"v": 1, "n": 1}, full=True)
+
+    def no_ram(*args, **kwargs):
+        raise MemoryError("simulated")
+
+    monkeypatch.setattr(fs, "read", no_ram)
+    with pytest.raises(MemoryError):
+        S.Store(fs, str(tmp_path), MID).load()

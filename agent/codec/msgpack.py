@@ -186,6 +186,8 @@ def _str(r, n):
     raw = r.take(n, "str")
     try:
         return bytes(raw).decode("utf-8")
+    except MemoryError:
+        raise
     except Exception:
         raise ValueError("msgpack: str at offset %d is not valid utf-8" % (r.pos - n))
 

@@ -7,15 +7,15 @@ and MQTT ``Out``s for the transport.
 
 Durability.  The ``Device`` (agent/device.py) owns the store and every
 commit.  The guard and the session are registered as Device parts, so
-the one atomic commit holds ``{meter, tokens, link}``.  To make that one
-commit contain the *effects of the same event* on all three, the
-LinkedMeter hooks the core: the Device builds the meter from a subclass
-whose ``handle`` hands the core's actions to the LinkedMeter before the
-Device commits (``_absorb``).  There, an accepted token is marked used,
-the core's records and acks enter the outbox, and when only the link or
-the guard changed a ``Persist`` is added so the Device commits anyway.
-So no ack is published and no relay is closed before the credit, the
-used token, the used command sequence and the outbox entry are on disk.
+the one atomic commit holds ``{meter, tokens, link}``.  Every event goes
+through ``Device.feed(event, before_commit)``: the callback sees the
+core's actions before the Device commits, and there an accepted token is
+marked used, the core's records and acks enter the outbox and the state
+summary is updated, so all of it is in that event's one commit.  What
+changes only the guard or the session (a keypad lockout, a key change,
+a refused message) is committed with ``Device.commit(reason)``.  So no
+ack is published and no relay is closed before the credit, the used
+token, the used command sequence and the outbox entry are on disk.
 ``Out``s made while a commit fails are held back until one succeeds.
 
 Token handling (MQTT and keypad):
@@ -30,17 +30,21 @@ Token handling (MQTT and keypad):
   ``Command set_mode postpaid``, counter sync -> accept + commit; a wrong
   entry advances the lockout, which is committed before ``keypad``
   returns (a power cycle between guesses must not forget it).
-
-``LinkedMeter(meter, guard, session, commit)`` (a ready Meter and a
-commit function, no Device) is kept for the link's own tests and bench.
 """
 
 from agent import results
 from agent.codec import msgpack
-from agent.events import Command, Persist, SetClock, Tick, TopUp
-from agent.tokens import mqtt as token_mqtt
+from agent.events import Command, SetClock, TopUp
 
 TELEMETRY_S = 300
+
+# Token kinds and commands as agent.tokens.mqtt names them (a test checks
+# they agree).  Not imported: agent.tokens brings the keypad tables, and
+# this module must still import in a 128K MicroPython heap.
+TOPUP = "topup"
+COMMAND = "command"
+KEY_CHANGE = "key_change"
+SET_CLOCK = "set_clock"
 
 
 def record_body(rec):
@@ -49,11 +53,16 @@ def record_body(rec):
 
 
 def summary(meter):
-    """What telemetry and the retained state carry (ints and strings only)."""
+    """What telemetry and the retained state carry (ints and strings only).
+
+    ``chg`` is the money charged for energy ever (minor units), so the
+    head-end can check ``bal == opening + credited - chg`` exactly.
+    """
     pos = meter.relay_position
     return {
         "alarm": meter.alarm_level,
         "bal": meter.balance,
+        "chg": meter.account.charged,
         "limits": meter.limits,
         "mode": meter.payment_mode,
         "rates": list(meter.rate_energy_wh),
@@ -89,81 +98,16 @@ class _Part:
             self.obj.restore(value)
 
 
-def _hooked(base, absorb):
-    # The meter class the Device builds: the core, plus a hook that sees
-    # every batch of actions before the Device commits it.
-    class LinkedCore(base):  # type: ignore[valid-type,misc]
-        def handle(self, event):
-            actions = base.handle(self, event)
-            absorb(event, actions)
-            return actions
-
-        @property
-        def purchase_count(self):
-            """Accepted top-ups ever (the DL/T 645 slave's 03330201)."""
-            return self.purchases
-
-    return LinkedCore
-
-
-class _CommitDevice:
-    """A stand-in for ``agent.device.Device``: a ready Meter and a commit function.
-
-    No checkpoints, no boot recovery: kept so code written before the
-    Device existed (the link's MicroPython test, the latency bench) runs.
-    """
-
-    def __init__(self, meter, commit):
-        self.meter = meter
-        self.commit_fn = commit
-        self.parts = {}
-        self.hook = None
-        self.store_error = None
-        self.commits = 0
-        self.withheld = []
-
-    def add_part(self, name, part):
-        self.parts[name] = part
-
-    def _run(self, event):
-        actions = self.meter.handle(event)
-        self.hook(event, actions)
-        persist = False
-        for a in actions:
-            if a.kind == "persist":
-                persist = True
-        if persist:
-            v = {"meter": self.meter.snapshot()}
-            for name in sorted(self.parts):
-                v[name] = self.parts[name].snapshot()
-            self.commit_fn(v)
-            self.commits += 1
-        return [a for a in actions if a.kind != "persist"]
-
-    def boot(self, wall, mono):
-        from agent.events import Boot
-
-        return self._run(Boot(wall, mono))
-
-    def feed(self, event):
-        return self._run(event)
-
-    def next_deadline(self):
-        return self.meter.next_deadline()
-
-
 class LinkedMeter:
     """Runs a Device (core + store) with its TokenGuard behind a link Session.
 
     Build it before ``boot``: it registers the guard and the session as
-    Device parts ``tokens`` and ``link`` and hooks the Device's meter.
+    Device parts ``tokens`` and ``link``.
     ``on_clock(wall)`` is called when a verified command sets the clock;
-    ``on_record(record)`` sees every core event record (for logging).
+    ``on_record(record)`` sees every event record (for logging).
     """
 
-    def __init__(self, device, guard, session, commit=None, telemetry_s=TELEMETRY_S, on_clock=None, on_record=None):
-        if commit is not None:
-            device = _CommitDevice(device, commit)
+    def __init__(self, device, guard, session, *, telemetry_s=TELEMETRY_S, on_clock=None, on_record=None):
         self.device = device
         self.guard = guard
         self.session = session
@@ -173,10 +117,6 @@ class LinkedMeter:
         self.next_tele = None
         device.add_part("tokens", _Part(guard, False))
         device.add_part("link", _Part(session, True))
-        if isinstance(device, _CommitDevice):
-            device.hook = self._absorb
-        else:
-            device.meter_class = _hooked(device.meter_class, self._absorb)
         self._wall = 0
         self._outs = []  # Outs made while processing the current call
         self._held = []  # Outs waiting for a commit that works
@@ -198,10 +138,20 @@ class LinkedMeter:
         """Commits made so far."""
         return self.device.commits
 
-    # ------------------------------------------------------------ the hook
+    # ------------------------------------------------------------ before the commit
 
-    def _absorb(self, event, actions):
-        # Called by the core's handle, before the Device commits.
+    def _queue_record(self, rec):
+        # Each record enters the outbox once, whichever path saw it first.
+        if rec.seq in self._seen:
+            return False
+        self._seen[rec.seq] = True
+        if self.on_record is not None:
+            self.on_record(rec)
+        self._outs.extend(self.session.event(record_body(rec), self._wall))
+        return True
+
+    def _before_commit(self, actions):
+        # Device.feed's callback: the core's actions, before the one commit.
         s = self.session
         wall = self._wall
         persist = False
@@ -210,10 +160,7 @@ class LinkedMeter:
             if kind == "persist":
                 persist = True
             elif kind == "publish":
-                self._seen[a.record.seq] = True
-                if self.on_record is not None:
-                    self.on_record(a.record)
-                self._outs.extend(s.event(record_body(a.record), wall))
+                self._queue_record(a.record)
             elif kind == "ack":
                 tok = self._token
                 if tok is not None and a.ref == tok[0]:
@@ -226,30 +173,29 @@ class LinkedMeter:
                     self._outs.extend(s.ack(a.ref, a.code, a.balance, wall))
         if persist:
             self._outs.extend(s.set_state(summary(self.device.meter), wall))
-        elif s.dirty or self._dirty:
-            actions.append(Persist("link", True))
+        if s.dirty or self._dirty:
+            # The Device commits now.  If that fails, the Outs are held and
+            # every later commit (the Device retries) holds the guard too.
+            self._dirty = False
+            return "link"
+        return None
 
-    def _after(self, actions, wall, mono):
-        # Queue records the Device added after the core, commit what is
-        # still dirty, then release the Outs if the commits worked.
+    def _after(self, actions):
+        # Queue the records the Device made after its commit (a commit that
+        # failed or recovered), commit what is still dirty, then release
+        # the Outs if the commits worked.
         s = self.session
+        dev = self.device
+        # At most a few rounds: a failing store adds one record, then stops.
         for _ in range(3):
             late = False
             for a in actions:
-                if a.kind == "publish" and a.record.seq not in self._seen:
-                    self._seen[a.record.seq] = True
-                    if self.on_record is not None:
-                        self.on_record(a.record)
-                    self._outs.extend(s.event(record_body(a.record), wall))
+                if a.kind == "publish" and self._queue_record(a.record):
                     late = True
             if not (late or s.dirty or self._dirty):
                 break
-            m = self.device.meter
-            # A Tick at the core's own time: changes nothing but lets the Device commit.
-            more = self.device.feed(Tick(m.wall if m.wall is not None else wall, m.mono))
-            if self.device.store_error is None:
-                self._dirty = False
-            actions.extend(more)
+            self._dirty = False
+            actions.extend(dev.commit("link"))
         self._seen = {}
         if self.device.store_error is None:
             outs = self._held + self._outs
@@ -267,20 +213,20 @@ class LinkedMeter:
 
     def _feed(self, event, wall):
         self._wall = wall
-        return self.device.feed(event)
+        return self.device.feed(event, self._before_commit)
 
     # ------------------------------------------------------------ local events
 
     def boot(self, wall, mono):
         """Load the store and boot the core: (actions, Outs)."""
         self._wall = wall
-        actions = self.device.boot(wall, mono)
+        actions = self.device.boot(wall, mono, self._before_commit)
         m = self.device.meter
         self.session.boot = m.boots
         self.session.key_rev = self.guard.revision
         if self.session.state is None:
             self.session.state = summary(m)
-        return self._after(actions, wall, mono)
+        return self._after(actions)
 
     def handle(self, event, wall):
         """Feed a local event (Tick, Pulses, Edge, Tamper, Shutdown, ...): (actions, Outs).
@@ -291,7 +237,7 @@ class LinkedMeter:
         if event.kind == "set_clock" and self.on_clock is not None:
             self.on_clock(event.wall)
         actions = self._feed(event, wall)
-        hw, outs = self._after(actions, wall, getattr(event, "mono", 0))
+        hw, outs = self._after(actions)
         if self.next_tele is None:
             self.next_tele = wall - wall % self.telemetry_s + self.telemetry_s
         elif wall >= self.next_tele:
@@ -306,8 +252,12 @@ class LinkedMeter:
         return self.guard.work(budget)
 
     def next_deadline(self):
-        """Wall second of the next Tick the core needs (or None)."""
-        return self.device.next_deadline()
+        """Wall second of the next Tick the core, a checkpoint or telemetry needs (or None)."""
+        best = self.device.next_deadline()
+        tele = self.next_tele
+        if tele is not None and (best is None or tele < best):
+            best = tele
+        return best
 
     # ------------------------------------------------------------ MQTT
 
@@ -328,7 +278,7 @@ class LinkedMeter:
                                        "why": "internal: %r" % (e,), "wall": wall}, wall)
         self._outs.extend(outs)
         if inbound is None:
-            return self._after([], wall, mono)
+            return self._after([])
         try:
             return self._inbound(inbound, wall, mono)
         finally:
@@ -353,25 +303,25 @@ class LinkedMeter:
         if code != results.ACCEPTED:
             self._outs.extend(s.ack(ref, code, m.balance, wall))
             self._outs.extend(s.event({"code": code, "kind": "token_reject", "ref": ref, "wall": wall}, wall))
-            return self._after([], wall, mono)
-        if token.kind == token_mqtt.COMMAND and token.command == token_mqtt.KEY_CHANGE:
+            return self._after([])
+        if token.kind == COMMAND and token.command == KEY_CHANGE:
             code = self.guard.accept(token)
             s.key_rev = self.guard.revision
             self._dirty = True
             self._outs.extend(s.ack(ref, code, m.balance, wall))
             self._outs.extend(s.event({"code": code, "kind": "key_change", "ref": ref,
                                        "revision": self.guard.revision, "wall": wall}, wall))
-            return self._after([], wall, mono)
-        if token.kind == token_mqtt.COMMAND and token.command == token_mqtt.SET_CLOCK:
+            return self._after([])
+        if token.kind == COMMAND and token.command == SET_CLOCK:
             new = token.args["wall"]
             code = self.guard.accept(token)
             self._outs.extend(s.ack(ref, code, m.balance, wall))
             if code != results.ACCEPTED:
-                return self._after([], wall, mono)
+                return self._after([])
             if self.on_clock is not None:
                 self.on_clock(new)
-            return self._after(self._feed(SetClock(new, mono, "mqtt"), new), new, mono)
-        if token.kind == token_mqtt.TOPUP:
+            return self._after(self._feed(SetClock(new, mono, "mqtt"), new))
+        if token.kind == TOPUP:
             event = TopUp(token.amount, ref, wall, mono, "mqtt")
         else:
             event = Command(token.command, token.args, ref, wall, mono)
@@ -384,11 +334,11 @@ class LinkedMeter:
             self._mqtt_refs.pop(ref, None)
             self._outs.extend(s.ack(ref, results.REFUSED, self.device.meter.balance, wall))
         elif self._acked == results.ACCEPTED and event.kind == "command" and event.name == "set_credit" \
-                and getattr(self.device, "state_lost", 0):
+                and self.device.state_lost:
             # The head-end restored the balance of a meter whose store was lost
             # (pmeter restore): the state is genuine again, end guarantee.
-            actions.extend(self.device.clear_state_lost(wall, mono))
-        return self._after(actions, wall, mono)
+            actions.extend(self.device.clear_state_lost(wall, mono, self._before_commit))
+        return self._after(actions)
 
     # ------------------------------------------------------------ keypad
 
@@ -399,14 +349,14 @@ class LinkedMeter:
         if code == results.BAD_MAC:
             # The lockout advanced: durable before the next entry is taken.
             self._dirty = True
-            hw, outs = self._after([], wall, mono)
+            hw, outs = self._after([])
             return code, hw, outs
         if code != results.ACCEPTED:
             return code, [], []
         if tok.kind == "sync":
             code = self.guard.accept(tok)
             self._dirty = True
-            hw, outs = self._after([], wall, mono)
+            hw, outs = self._after([])
             return code, hw, outs
         if tok.kind == "topup":
             event = TopUp(tok.amount, tok.ref, wall, mono, "keypad")
@@ -421,7 +371,7 @@ class LinkedMeter:
             code = self._acked if self._acked is not None else results.REFUSED
         finally:
             self._token = None
-        hw, outs = self._after(actions, wall, mono)
+        hw, outs = self._after(actions)
         return code, [a for a in hw if not (a.kind == "ack" and a.ref == tok.ref)], outs
 
     # ------------------------------------------------------------ DL/T 645

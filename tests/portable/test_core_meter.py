@@ -289,6 +289,6 @@ def test_anomaly_from_outside_is_logged_and_purchases_are_counted():
     assert isinstance(acts[0], Persist)
     c.topup(20, 1000)
     c.topup(30, 1000)
-    assert m.purchases == 2
+    assert m.purchase_count == 2
     c.pulses(40, 10)
     assert m.records("trip") == [] or "energy_wh" in m.records("trip")[0].data
