@@ -67,6 +67,7 @@ def register(subparsers):
     p.add_argument("--keypad", action="store_true", help="OpenPAYGO digits to type instead of an MQTT payload")
     p.add_argument("--extended", action="store_true", help="12-digit extended keypad token")
     p.add_argument("--set", action="store_true", help="keypad SET (set the credit) instead of ADD")
+    p.add_argument("--restricted", action="store_true", help="digits 1-4 only, for 4-key keypads (15 or 20 digits)")
     p.add_argument("--divider", default="1", help="keypad value divider configured on the meter (default 1)")
     p.add_argument("--ttl", default=str(vend.DEFAULT_TTL), help="seconds the MQTT token stays valid")
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -191,8 +192,8 @@ def _vend(args):
         raise BadInput("--amount", "must be more than zero")
     ttl = _int(args.ttl, "--ttl", 60, 10 * 365 * 86400)
     div = _divider(args.divider)
-    if (args.extended or args.set) and not args.keypad:
-        raise BadInput("--extended/--set", "only apply with --keypad")
+    if (args.extended or args.set or args.restricted) and not args.keypad:
+        raise BadInput("--extended/--set/--restricted", "only apply with --keypad")
     kind = keypad.SET if args.set else keypad.ADD
     if args.keypad:
         try:
@@ -204,7 +205,7 @@ def _vend(args):
     ledger = Ledger(args.ledger)
     try:
         if args.keypad:
-            count, digits = vend.keypad_token(ledger, master, meter, amount, wall, kind, div, args.extended)
+            count, digits = vend.keypad_token(ledger, master, meter, amount, wall, kind, div, args.extended, restricted=args.restricted)
             data = {"meter": meter, "amount": amount, "count": count, "digits": digits, "kind": kind}
             grouped = " ".join(digits[i : i + 3] for i in range(0, len(digits), 3))
             _print(args, data, ["%s  (meter %s, %s %s, count %d)" % (grouped, meter, kind, format_amount(amount), count)])
@@ -228,7 +229,8 @@ def _token_decode(args):
     div = _divider(args.divider)
     wall = _int(args.wall, "--wall", 0, mqtt.TIME_MAX) if args.wall is not None else int(time.time())
     text = args.token.strip().replace(" ", "")
-    is_keypad = text.isdigit() and len(text) in (9, 12)
+    # 9 / 12 digits, or 15 / 20 restricted digits (1-4) for 4-key keypads
+    is_keypad = text.isdigit() and len(text) in (9, 12, 15, 20)
     if args.key is not None:
         try:
             key = binascii.unhexlify(args.key)
@@ -259,7 +261,7 @@ def _token_decode(args):
         try:
             raw = binascii.unhexlify(text)
         except (binascii.Error, ValueError):
-            raise BadInput("token", "neither keypad digits (9 or 12) nor hex bytes")
+            raise BadInput("token", "neither keypad digits (9, 12, 15 or 20) nor hex bytes")
         guard = TokenGuard(meter, mkey, rev)
         code, _ = guard.check(raw, wall)
         data = {"format": "mqtt", "result": code}

@@ -101,11 +101,11 @@ def keypad_raw(amount, kind, divider=1, extended=False):
     raise ValueError("keypad token kind %r unknown" % (kind,))
 
 
-def keypad_token(ledger, master, meter_id, amount, wall, kind=keypad.ADD, divider=1, extended=False, operator=None):
+def keypad_token(ledger, master, meter_id, amount, wall, kind=keypad.ADD, divider=1, extended=False, operator=None, restricted=False):
     """Keypad digits for ``amount`` minor units: (count, digits).
 
     ``kind`` is keypad.ADD or SET (with an amount) or DISABLE_PAYG /
-    COUNTER_SYNC (amount ignored).
+    COUNTER_SYNC (amount ignored); ``restricted`` gives digits 1-4 only.
     """
     check_meter_id(meter_id)
     value = keypad_raw(amount, kind, divider, extended)
@@ -115,7 +115,7 @@ def keypad_token(ledger, master, meter_id, amount, wall, kind=keypad.ADD, divide
 
     def make(count, rev):
         n = keypad.next_count(count, kind)
-        return chain.token(value, n), n
+        return chain.token(value, n, restricted), n
 
     return ledger.issue(
         meter_id, "keypad", make, kind="topup" if kind == keypad.ADD else kind, amount=amount, issued=wall, operator=operator

@@ -225,3 +225,27 @@ def test_cli_missing_master_is_bad_input(tmp_path, capsys):
     code, _, err = run_cli(capsys, "vend", "--meter", METER, "--amount", "1", "--master", str(tmp_path / "none"),
                            "--ledger", str(tmp_path / "l.db"))
     assert code == 2 and "--master" in err and "pmeter keys init" in err
+
+
+def test_cli_vends_restricted_keypad_tokens_the_reference_decodes(tmp_path, capsys):
+    """4-key keypads: `vend --keypad --restricted` digits 1-4 that openpaygo and our decoder accept."""
+    from openpaygo import decode_token
+
+    mk = str(tmp_path / "m.key")
+    lg = str(tmp_path / "l.db")
+    assert run_cli(capsys, "keys", "init", "--master", mk)[0] == 0
+    prov = json.loads(run_cli(capsys, "keys", "derive", "--meter", METER, "--json", "--master", mk)[1])
+    for extended, length in ((False, 15), (True, 20)):
+        argv = ["vend", "--meter", METER, "--amount", "7.00", "--keypad", "--restricted", "--json", "--ledger", lg, "--master", mk]
+        code, out, _ = run_cli(capsys, *(argv + (["--extended"] if extended else [])))
+        v = json.loads(out)
+        assert code == 0 and len(v["digits"]) == length and set(v["digits"]) <= set("1234")
+        value, _, count, _ = decode_token(
+            token=v["digits"], secret_key=prov["keypad_key"], count=v["count"] - 2, used_counts=[],
+            restricted_digit_set=True,
+        )
+        assert value == 7 and count == v["count"]
+        code, out, _ = run_cli(capsys, "token", "decode", v["digits"], "--meter", METER, "--count", str(v["count"] - 2), "--json", "--master", mk)
+        assert code == 0 and json.loads(out)["result"] == "accepted"
+    code, _, err = run_cli(capsys, "vend", "--meter", METER, "--amount", "7.00", "--restricted", "--ledger", lg, "--master", mk)
+    assert code == 2 and "--restricted" in err
