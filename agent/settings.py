@@ -27,6 +27,10 @@ AGENT_FIELDS = {
         INT, 200, between(0, 100000), None, "keypad table hashes spent per idle pass (0 = no upkeep)"
     ),
     "fw": Field(STR, "pmeter-agent", None, None, "firmware name reported in the MQTT birth message"),
+    "keypad": Field(
+        STR, "", None, None, "keypad input: empty = none, '-' = stdin, a FIFO path, or a serial device or URL (codes typed between * and #)"
+    ),
+    "keypad_baud": Field(INT, 9600, between(300, 921600), None, "bit rate of a serial keypad"),
 }
 
 

@@ -27,6 +27,8 @@ import sys
 import threading
 import time
 
+from agent.config import ConfigError
+
 log = logging.getLogger("pmeter.agent")
 
 STATUS_FILE = "agent-status.json"  # runtime facts for diag (coil pulses, faults, broker), written on change
@@ -106,6 +108,16 @@ class AgentRuntime:
         self.master_address = cfg["dlt645_master"]["address"]
         self.master_reads = 0  # register reads that worked
         self.pending_outs = []
+        self.keypad = None
+        if cfg["agent"]["keypad"]:
+            from hw.keypad import open_keypad
+
+            try:
+                self.keypad = open_keypad(cfg["agent"]["keypad"], cfg["agent"]["keypad_baud"])
+            except ValueError as exc:
+                self.backend.close()
+                raise ConfigError("agent.keypad", str(exc))
+            log.info("keypad on %s", self.keypad.name)
         self.stop = threading.Event()
         self.errors = 0
         self._status = None
@@ -248,6 +260,8 @@ class AgentRuntime:
                 self.transport.close()
         if self.slave is not None:
             self.slave.stop()
+        if self.keypad is not None:
+            self.keypad.close()
         b.close()
         log.info("stopped: balance %d, energy %d Wh, %d commits", self.linked.meter.balance,
                  self.linked.meter.energy_wh, self.device.commits)
@@ -268,6 +282,12 @@ class AgentRuntime:
 
                 self._last_tick = mono
                 self.feed(Tick(wall, mono))
+            if self.keypad is not None:
+                for digits in self.keypad.poll(mono):
+                    code, hw, outs = self.linked.keypad(digits, wall, mono)
+                    log.info("keypad code: %s", code)
+                    self.execute(hw)
+                    self.send(outs)
             if self.pending_outs:
                 outs, self.pending_outs = self.pending_outs, []
                 self.send(outs)
