@@ -85,6 +85,12 @@ class Meter:
         self.alarm_forced = False
         self.alarm_out = 0
         self.arrears_since = None  # mono ms since credit has been exhausted
+        self.high_load_w = cfg["relay"]["high_load_w"]
+        self.high_load_hold_ms = cfg["relay"]["high_load_hold_s"] * 1000
+        self.power_w = 0  # load estimated from the last pulses
+        self.energy_mono = None  # mono of the last metered pulses
+        self.power_span = 0  # the interval that estimate was measured over
+        self.trip_postponed = False
         self.boots = 0
         self.purchase_count = 0  # accepted top-ups, ever (DL/T 645 03330201)
         self.wall = None
@@ -277,8 +283,14 @@ class Meter:
             if state == policy.CONNECTED or state == policy.CLOSE_ALLOWED:
                 if self.arrears_since is None:
                     self.arrears_since = self.mono
-                if self.mono - self.arrears_since >= acc.trip_delay_s * 1000 and not self._friendly():
-                    self._trigger(policy.ARREARS, "credit_exhausted")
+                waited = self.mono - self.arrears_since - acc.trip_delay_s * 1000
+                if waited >= 0 and not self._friendly():
+                    if self._high_load() and waited < self.high_load_hold_ms:
+                        if not self.trip_postponed:
+                            self.trip_postponed = True
+                            self._publish("trip_postponed", "high_load", {"watts": self.power_w, "limit_w": self.high_load_w})
+                    else:
+                        self._trigger(policy.ARREARS, "credit_exhausted")
         else:
             self.arrears_since = None
             if state == policy.TRIPPED_ARREARS and acc.may_close():
@@ -292,6 +304,16 @@ class Meter:
                 if was != now:
                     self._actions.append(Alarm(lv, now))
             self._publish("alarm", "balance_alarm" if not self.alarm_forced else "alarm_command", {"level": level, "balance": acc.balance})
+
+    def _high_load(self):
+        """True while the load is above ``high_load_w`` (cutting it would burn the contacts)."""
+        if not self.high_load_w or self.energy_mono is None:
+            return False
+        # No pulse for twice the last interval (at least a minute): the load has dropped.
+        quiet = self.mono - self.energy_mono
+        if quiet > 2 * self.power_span and quiet > 60000:
+            return False
+        return self.power_w > self.high_load_w
 
     def _friendly(self):
         if self.wall is None:
@@ -316,6 +338,7 @@ class Meter:
             self._publish("relay_state", reason, {"from": old, "to": new})
         # A trip delay runs only while the supply is on; any change restarts it.
         self.arrears_since = None
+        self.trip_postponed = False
         self._mark("relay")
         self._actions.extend(self.driver.request(closed, self.mono))
         return results.ACCEPTED
@@ -329,6 +352,11 @@ class Meter:
             return
         local = self.wall + self.tz_s
         rate = self.account.tariff.rate_at(local % DAY // 60)
+        if self.energy_mono is not None and mono > self.energy_mono:
+            # W = count * (1000/C Wh) / (span ms / 3,600,000 ms/h)
+            self.power_span = mono - self.energy_mono
+            self.power_w = count * 3600000000 // (self.constant * self.power_span)
+        self.energy_mono = mono
         units = self.regs.add_pulses(count, rate)
         self.account.charge(units, rate, local // DAY)
         for reason, data in self.plaus.pulses(count, mono, self.driver.position is False):
@@ -356,6 +384,8 @@ class Meter:
         self.wall = ev.wall
         self.mono = ev.mono
         self.arrears_since = None
+        self.trip_postponed = False
+        self.energy_mono = None  # mono may restart at boot: no load estimate across it
         self.filter = PulseFilter(self.cfg["pulse"])
         self.driver.boot()
         self.alarm_out = 0
@@ -577,6 +607,8 @@ class Meter:
         for t in (self.account.passive_at, self.force_until or None, self.timer_at):
             if t is not None and t < best:
                 best = t
+        if self.trip_postponed and wall + 60 < best:
+            best = wall + 60  # re-check the load
         if self.arrears_since is not None:
             t = wall + (self.arrears_since + self.account.trip_delay_s * 1000 - self.mono + 999) // 1000
             if t < best:

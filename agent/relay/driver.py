@@ -26,6 +26,8 @@ SCHEMA = {
     "retries": Field(INT, 3, between(0, 10), doc="retries after a failed operation"),
     "retry_backoff_ms": Field(INT, 2000, between(0, 3600000), doc="first retry delay; doubles on each retry"),
     "reconnect": Field(STR, "auto", one_of("auto", "button"), doc="after a top-up: close at once, or wait for the button"),
+    "high_load_w": Field(INT, 0, between(0, 1000000), doc="do not cut for arrears while the load is above this (0 = off): spares the contacts"),
+    "high_load_hold_s": Field(INT, 1800, between(0, 86400), doc="... but at most this long past the trip delay"),
 }
 
 IDLE = 0

@@ -292,3 +292,33 @@ def test_anomaly_from_outside_is_logged_and_purchases_are_counted():
     assert m.purchase_count == 2
     c.pulses(40, 10)
     assert m.records("trip") == [] or "energy_wh" in m.records("trip")[0].data
+
+
+def test_cut_waits_while_the_load_is_high_but_not_past_the_hold():
+    m = _meter(relay={"high_load_w": 3000, "high_load_hold_s": 600})
+    c = Clock(m)
+    c.pulses(60, 100)
+    # 5 kW for a minute at a time (83 pulses of 1 Wh a minute): credit runs out
+    t = 60
+    while m.balance > -100:
+        t += 60
+        c.pulses(t, 84 if m.balance > 1000 else 83)
+    assert m.relay_state == "connected"
+    assert m.records("trip_postponed")[0].data["limit_w"] == 3000
+    while t < 60 + 60 * 200 and m.relay_state == "connected":
+        t += 60
+        c.pulses(t, 83)
+    # cut at the end of the hold (600 s after the credit ran out), not before
+    held = m.records("trip")[0].wall - m.records("trip_postponed")[0].wall
+    assert m.relay_state == "tripped_arrears"
+    assert 600 <= held <= 660, held
+
+
+def test_cut_follows_once_the_load_drops():
+    m = _meter(relay={"high_load_w": 3000, "high_load_hold_s": 3600})
+    c = Clock(m)
+    c.pulses(60, 100)
+    c.pulses(120, 9902)  # far above 3 kW over that minute: credit gone (-30)
+    assert m.relay_state == "connected" and m.balance < 0
+    c.pulses(180, 10)  # 600 W: the load dropped
+    assert m.relay_state == "tripped_arrears"
