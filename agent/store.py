@@ -88,16 +88,6 @@ class Candidate:
         self.crc = crc
 
 
-def _be(n, size):
-    out = bytearray(size)
-    i = size - 1
-    while i >= 0:
-        out[i] = n & 0xFF
-        n >>= 8
-        i -= 1
-    return bytes(out)
-
-
 def _int(data):
     v = 0
     for b in data:
@@ -116,9 +106,9 @@ def encode_file(meter_id, seq, payload):
     if len(mid) > 255:
         raise ValueError("store: meter id longer than 255 bytes")
     body = b"".join(
-        (MAGIC, bytes((FORMAT_VERSION, len(mid))), mid, _be(seq, 8), _be(len(payload), 4), payload)
+        (MAGIC, bytes((FORMAT_VERSION, len(mid))), mid, msgpack.be_bytes(seq, 8), msgpack.be_bytes(len(payload), 4), payload)
     )
-    return body + _be(crc32(body), 4)
+    return body + msgpack.be_bytes(crc32(body), 4)
 
 
 def decode_file(data, meter_id):

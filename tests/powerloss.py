@@ -194,21 +194,6 @@ def exhaustive(workload, check, journal_factory, variants=VARIANTS, step=1):
 # ------------------------------------------------------------------ meter
 
 
-class RefGuard:
-    """Stand-in for the token replay guard: the refs applied, as a durable device part."""
-
-    def __init__(self):
-        self.refs = {}
-
-    def snapshot(self):
-        return [[r, self.refs[r]] for r in sorted(self.refs)]
-
-    def restore(self, value):
-        self.refs = {}
-        for r, amount in value or []:
-            self.refs[r] = amount
-
-
 class Journal:
     """What the world outside the device observed before the cut."""
 

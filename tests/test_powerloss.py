@@ -8,7 +8,8 @@ from agent.events import PowerFail, Pulses, Tick, TopUp
 from agent.meter import SCHEMA
 from agent.results import ACCEPTED
 from agent.store import Store
-from powerloss import VARIANTS, Journal, RefGuard, SimFS, WatchedStore, exhaustive, summary
+from powerloss import Journal, SimFS, WatchedStore, exhaustive, summary
+from sim.soak import AppliedRefs
 
 WALL0 = 1_700_000_000
 OPENING = 3_000  # 0.3 CNY: runs out within the workload
@@ -28,7 +29,7 @@ def make_device(fs, journal):
     store = WatchedStore(Store(fs, "/d", "000000000042"), journal, box)
     dev = Device(cfg, store)
     box[0] = dev
-    dev.add_part("tokens", RefGuard())
+    dev.add_part("tokens", AppliedRefs())
     return dev
 
 

@@ -25,8 +25,8 @@ INT_MIN = -(1 << 63)
 UINT_MAX = (1 << 64) - 1
 
 
-def _be(n, size):
-    # Manual big-endian bytes: int.to_bytes/struct 'Q' vary across ports.
+def be_bytes(n, size):
+    """``n`` as ``size`` big-endian bytes (int.to_bytes and struct 'Q' vary across ports)."""
     out = bytearray(size)
     i = size - 1
     while i >= 0:
@@ -43,23 +43,23 @@ def _pack_int(n, out):
         if n < 0x80:
             out.append(bytes((n,)))
         elif n <= 0xFF:
-            out.append(b"\xcc" + _be(n, 1))
+            out.append(b"\xcc" + be_bytes(n, 1))
         elif n <= 0xFFFF:
-            out.append(b"\xcd" + _be(n, 2))
+            out.append(b"\xcd" + be_bytes(n, 2))
         elif n <= 0xFFFFFFFF:
-            out.append(b"\xce" + _be(n, 4))
+            out.append(b"\xce" + be_bytes(n, 4))
         else:
-            out.append(b"\xcf" + _be(n, 8))
+            out.append(b"\xcf" + be_bytes(n, 8))
     elif n >= -32:
         out.append(bytes((n + 256,)))
     elif n >= -0x80:
-        out.append(b"\xd0" + _be(n + 0x100, 1))
+        out.append(b"\xd0" + be_bytes(n + 0x100, 1))
     elif n >= -0x8000:
-        out.append(b"\xd1" + _be(n + 0x10000, 2))
+        out.append(b"\xd1" + be_bytes(n + 0x10000, 2))
     elif n >= -0x80000000:
-        out.append(b"\xd2" + _be(n + 0x100000000, 4))
+        out.append(b"\xd2" + be_bytes(n + 0x100000000, 4))
     else:
-        out.append(b"\xd3" + _be(n + 0x10000000000000000, 8))
+        out.append(b"\xd3" + be_bytes(n + 0x10000000000000000, 8))
 
 
 def _pack_len(n, fix_base, fix_max, c8, c16, c32, what, out):
@@ -68,9 +68,9 @@ def _pack_len(n, fix_base, fix_max, c8, c16, c32, what, out):
     elif n <= 0xFF and c8 is not None:
         out.append(bytes((c8, n)))
     elif n <= 0xFFFF:
-        out.append(bytes((c16,)) + _be(n, 2))
+        out.append(bytes((c16,)) + be_bytes(n, 2))
     elif n <= 0xFFFFFFFF:
-        out.append(bytes((c32,)) + _be(n, 4))
+        out.append(bytes((c32,)) + be_bytes(n, 4))
     else:
         raise ValueError("msgpack: %s of length %d is too long" % (what, n))
 
