@@ -35,6 +35,10 @@ class LocalCore:
     def snapshot(self):
         return self.meter.snapshot()
 
+    def restore(self, raw_cfg, snap):
+        """A power cycle: the core's RAM is gone; rebuild it from ``snap``."""
+        self.meter = Meter.restore(load_config(raw_cfg), snap)
+
 
 def micropython_binary():
     """Path of the MicroPython unix port (from the venv), or None."""
@@ -102,3 +106,9 @@ class MicroPythonCore:
 
     def snapshot(self):
         return self.server.call(["snap", self.index])
+
+    def restore(self, raw_cfg, snap):
+        """A power cycle: rebuild the MicroPython core from ``snap``."""
+        self.server.call(["restore", self.index, raw_cfg, snap])
+        self._deadline = None
+        self._stats = None

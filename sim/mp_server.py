@@ -7,6 +7,7 @@ Requests, one JSON array per line:
   ["ev", index, event]    -> [[action, ...], next_deadline, stats]
   ["stats", index]        -> stats list (sim.wire.stats)
   ["snap", index]         -> snapshot
+  ["restore", index, cfg, snapshot] -> [index]  (a power cycle: rebuilt from the snapshot)
 A request that fails answers ["error", "message"] and the server goes on.
 """
 
@@ -32,6 +33,9 @@ def answer(req):
         return stats(m)
     if op == "snap":
         return m.snapshot()
+    if op == "restore":
+        meters[req[1]] = Meter.restore(load_config(req[2]), req[3])
+        return [req[1]]
     raise ValueError("unknown request %r" % (op,))
 
 

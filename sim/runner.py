@@ -25,7 +25,6 @@ from agent import results
 from agent.account.account import MONEY_SCALE
 from agent.calendar import format_wall, parse_datetime
 from agent.events import Ack, Alarm, Anomaly, Boot, Command, PowerFail, PulseCoil, Publish, Pulses, RelayFeedback, SetClock, Tamper, TopUp
-from agent.meter import Meter, load_config
 from sim import derive_seed
 from sim.cores import LocalCore, MicroPythonCore, MicroPythonServer
 from sim.customer import Customer
@@ -379,7 +378,7 @@ class VirtualMeter:
         snap = self.core.snapshot()
         if back > t:
             self._close_days(back, down_from=t)
-        self.core = restore_core(self.core, self.cfg, snap)
+        self.core.restore(self.cfg, snap)
         self.relay.power_cycle()
         self._boot_wall = back
         self.feed(Boot(self.cw(back), 0), back)
@@ -481,17 +480,6 @@ class VirtualMeter:
 
 
 DAILY_FIELDS = ("day", "energy_wh", "register_wh", "cut_s", "cut_wh", "cover_opens", "flags", "down_s", "balance", "true_wh")
-
-
-def restore_core(core, raw_cfg, snap):
-    """The core after a power cycle: rebuilt from its snapshot where the runtime allows."""
-    if isinstance(core, LocalCore):
-        fresh = LocalCore.__new__(LocalCore)
-        fresh.meter = Meter.restore(load_config(raw_cfg), snap)
-        return fresh
-    # The MicroPython line protocol has no "restore" request yet: the same
-    # core object lives on (its RAM state equals the snapshot it just took).
-    return core
 
 
 def max_price(tariff):
