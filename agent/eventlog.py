@@ -35,6 +35,9 @@ class Record:
 class EventLog:
     """Bounded per-kind event history with a monotonically rising sequence."""
 
+    # Records are kept as plain 5-tuples (seq, kind, wall, reason, data):
+    # on MicroPython a tuple is a fraction of an instance with its own
+    # attribute dict.  ``add`` and ``recent`` hand out ``Record`` objects.
     __slots__ = ("seq", "_by_kind")
 
     def __init__(self):
@@ -44,27 +47,27 @@ class EventLog:
     def add(self, kind, wall, reason, data=None):
         """Record an event and return it."""
         self.seq += 1
-        rec = Record(self.seq, kind, wall, reason, data if data is not None else {})
+        item = (self.seq, kind, wall, reason, data if data is not None else {})
         recent = self._by_kind.get(kind)
         if recent is None:
             recent = []
             self._by_kind[kind] = recent
-        recent.insert(0, rec)
+        recent.insert(0, item)
         if len(recent) > KEEP_PER_KIND:
             recent.pop()
-        return rec
+        return Record(item[0], kind, wall, reason, item[4])
 
     def recent(self, kind):
         """The last records of ``kind``, newest first."""
-        return list(self._by_kind.get(kind, ()))
+        return [Record(r[0], r[1], r[2], r[3], r[4]) for r in self._by_kind.get(kind, ())]
 
     def snapshot(self):
         """Plain-value form, kinds sorted."""
-        return [self.seq, [[k, [r.as_list() for r in self._by_kind[k]]] for k in sorted(self._by_kind)]]
+        return [self.seq, [[k, [list(r) for r in self._by_kind[k]]] for k in sorted(self._by_kind)]]
 
     def restore(self, snap):
         """Load a snapshot made by ``snapshot``."""
         self.seq = snap[0]
         self._by_kind = {}
         for kind, recs in snap[1]:
-            self._by_kind[kind] = [Record(r[0], r[1], r[2], r[3], r[4]) for r in recs]
+            self._by_kind[kind] = [(r[0], r[1], r[2], r[3], r[4]) for r in recs]

@@ -29,7 +29,7 @@ from agent.relay import driver as driver_mod
 from agent.relay import policy
 from agent.relay.driver import RelayDriver
 
-SNAPSHOT_VERSION = 1
+SNAPSHOT_VERSION = 2  # 2: compact freezes and load profile (agent.metering.freeze)
 
 
 def _check_meter_id(value):

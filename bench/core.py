@@ -59,8 +59,10 @@ def compile_tree(dest):
 
 
 def run_mp(tree, code, heap="2M"):
+    # cwd=tree: MicroPython puts '' first on sys.path, so run from the
+    # checkout it would import (and compile on the heap) the .py sources.
     env = dict(os.environ, MICROPYPATH=tree)
-    return subprocess.run([os.path.join(BIN, "micropython"), "-X", "heapsize=" + heap, "-c", code], env=env, capture_output=True, text=True)
+    return subprocess.run([os.path.join(BIN, "micropython"), "-X", "heapsize=" + heap, "-c", code], env=env, cwd=tree, capture_output=True, text=True)
 
 
 def main():

@@ -10,9 +10,19 @@ Brokers (see tests/mosquitto.py for the options):
   when the test ends.
 """
 
+import os
+
 import pytest
+from hypothesis import settings
 
 from mosquitto import Broker
+
+# Seeded randomness: every run (and CI) explores the same examples, so a
+# failure is reproducible and the suite cannot turn red by chance.  Set
+# HYPOTHESIS_PROFILE=explore to search new examples locally.
+settings.register_profile("seeded", derandomize=True, print_blob=True)
+settings.register_profile("explore", derandomize=False, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "seeded"))
 
 
 @pytest.fixture(scope="session")

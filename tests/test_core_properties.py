@@ -129,11 +129,17 @@ def test_driver_never_energises_both_coils(plan):
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.tuples(st.integers(60, 6 * 3600), st.integers(0, 40000)), max_size=30))
 def test_no_trip_in_friendly_time(plan):
+    """Friendly all day but 23:59 and at weekends: every cut falls in that minute.
+
+    (A meter cut at 23:59 stays cut into the next friendly day: friendly time
+    forbids disconnection, it does not reconnect.)"""
     m = _meter(1000, {"price": 10000}, opening_balance=0, friendly={"night_start": "00:00", "night_end": "23:59", "weekends": True})
     t = 0
     for dt, n in plan:
         t += dt
         m.handle(Pulses(n, T0 + t, t * 1000))
-        local_minute = (t % 86400) // 60
-        if local_minute < 1439:
-            assert m.relay_state == "connected"
+        m.handle(Tick(T0 + t + 1, t * 1000 + 1000))
+    for rec in m.records("trip"):
+        local = rec.wall + 8 * 3600
+        weekday = (local // 86400 + 3) % 7 + 1
+        assert local % 86400 // 60 == 1439 and weekday < 6, rec
