@@ -12,25 +12,37 @@ The head-end is ``headend.link``: its ``Fleet`` seals top-up tokens and
 opens what meters send, and several ``HeadEnd`` workers subscribe with a
 shared subscription (``$share/<group>/pm/+/<leaf>``), so the broker
 splits the meters' traffic between them - the way to scale the head-end
-out against a clustered broker (see docs/fleet.md).  Acks may reach any
-worker, so ack arrival is recorded in one table every worker writes to
-(in production: the shared database behind the head-end).
+out against a clustered broker (see docs/fleet.md).  Each worker is a
+process of its own, as the head-end is a separate service in production:
+it would otherwise compete with the meters' thread for the GIL.  Acks
+may reach any worker, so each worker reports the acks it saw and the run
+merges them (in production: the shared database behind the head-end).
+Ack times are ``time.perf_counter()`` (CLOCK_MONOTONIC on Linux, one
+clock for all processes).
 
 Time is real: telemetry every ``telemetry_s`` seconds, consumption from
-each meter's seeded household at ``speed`` times real time.  A vendor
-pushes top-ups at ``topup_rate`` per second to random meters and the
+each meter's seeded household at ``speed`` times real time.  Each meter
+reports at its own seeded offset within the period, not all at the top
+of the wall-clock minute: a real fleet's clocks and boot times spread
+it, and aligned reports are a burst of N per tick window at the broker.
+A vendor pushes top-ups at ``topup_rate`` per second to random meters and the
 report gives the latency from the publish of the sealed token to (a) the
 relay-close action at a meter that was cut and (b) the ack at a head-end
 worker.
 """
 
 import gc
+import multiprocessing
 import os
 import random
 import selectors
 import threading
 import time
 
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from agent.events import Pulses
 from agent.link.agent import LinkedMeter
 from agent.link import topics
 from agent.link.session import Session
@@ -150,7 +162,7 @@ class SelectorTransport(PahoTransport):
 class LiveMeter:
     """One virtual meter on the wire: household, pulses, the agent stack, its transport."""
 
-    def __init__(self, index, seed, base, fleet, host, port, telemetry_s, speed, on_close, log):
+    def __init__(self, index, seed, base, fleet, host, port, telemetry_s, speed, on_close, log, spread=True):
         raw = meter_config(base, index)
         self.id = raw["meter"]["id"]
         raw["tokens"] = {"key": fleet.meter_key(self.id).hex()}
@@ -174,6 +186,8 @@ class LiveMeter:
                                            on_hw=self._hw, log=log, rng=rng)
         self.sim_t = None
         self.last_wall = None
+        self.telemetry_s = telemetry_s
+        self.tele_offset = random.Random(derive_seed(seed, "tele", index)).randrange(telemetry_s) if spread else 0
 
     def _hw(self, actions):
         for a in actions:
@@ -195,11 +209,17 @@ class LiveMeter:
         self.last_wall = wall
         mwh = self.house.energy_mwh(self.sim_t, t1) if self.linked.meter.relay_position is not False else 0
         self.sim_t = t1
-        from agent.events import Pulses
-
-        hw, outs = self.linked.handle(Pulses(self.source.advance(mwh), wall, mono_ms()), wall)
-        self._hw(hw)
-        self.transport.send(outs)
+        linked = self.linked
+        hw, outs = linked.handle(Pulses(self.source.advance(mwh), wall, mono_ms()), wall)
+        # LinkedMeter schedules telemetry at the top of the period; move it to
+        # this meter's offset (an aligned deadline is one it has just set).
+        nt = linked.next_tele
+        if nt is not None and self.tele_offset and nt % self.telemetry_s == 0:
+            linked.next_tele = nt + self.tele_offset
+        if hw:
+            self._hw(hw)
+        if outs:
+            self.transport.send(outs)
 
 
 class SharedHeadEnd(HeadEnd):
@@ -229,10 +249,104 @@ class SharedHeadEnd(HeadEnd):
             self.on_ack(fields.get("b", {}).get("r"), time.perf_counter(), fields.get("b", {}).get("code"))
 
 
-class LiveRun:
-    """A live run: meters, head-end workers, vendor; ``run(seconds)`` -> report dict."""
+def _worker_process(host, port, group, number, conn):
+    """A head-end worker process: commands "mark" and "stop" come over ``conn``.
 
-    def __init__(self, host, port, meters, seed, base, workers=2, telemetry_s=60, speed=60, topup_rate=5.0, log=None, progress=None, tick_s=5, warmup_s=0):
+    Sends ("ready", None) once subscribed (or ("error", text)), and on "stop"
+    ("done", {received since mark, rejected, acks: ref -> (t, code)}).
+    """
+    acks = {}
+    w = SharedHeadEnd(Fleet(MASTER), host, port, group, number, lambda ref, t, code: acks.setdefault(ref, (t, code)))
+    try:
+        w.start()
+    except Exception as exc:
+        conn.send(("error", "head-end worker %d cannot subscribe at %s:%d: %s (is the broker running?)" % (number, host, port, exc)))
+        return
+    conn.send(("ready", None))
+    base = 0
+    while True:
+        cmd = conn.recv()
+        if cmd == "mark":
+            base = w.received
+        elif cmd == "stop":
+            break
+    w.stop()
+    conn.send(("done", {"received": w.received - base, "rejected": w.rejected, "acks": dict(acks)}))
+
+
+class WorkerProcess:
+    """The parent's handle on one head-end worker process."""
+
+    def __init__(self, host, port, group, number):
+        ctx = multiprocessing.get_context("spawn")
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_worker_process, args=(host, port, group, number, child), daemon=True)
+        self.number = number
+        self.result = None
+
+    def start(self):
+        self.proc.start()
+
+    def wait_ready(self, timeout):
+        if not self.conn.poll(timeout):
+            raise RuntimeError("head-end worker %d did not subscribe within %.0f s" % (self.number, timeout))
+        what, detail = self.conn.recv()
+        if what != "ready":
+            raise RuntimeError(detail)
+
+    def mark(self):
+        self.conn.send("mark")
+
+    def stop(self, timeout=30.0):
+        """Stop it and collect what it saw (None if it did not answer)."""
+        try:
+            self.conn.send("stop")
+            if self.conn.poll(timeout):
+                what, self.result = self.conn.recv()
+        except (OSError, EOFError):
+            pass
+        self.proc.join(5)
+        if self.proc.is_alive():
+            self.proc.kill()
+        return self.result
+
+
+class Vendor:
+    """The vendor's MQTT client: publishes sealed tokens (its own network thread)."""
+
+    def __init__(self, host, port, timeout=10.0):
+        self.ready = threading.Event()
+        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="sim-vendor-%d" % os.getpid(), protocol=mqtt.MQTTv5)
+        c.on_connect = self._on_connect
+        c.connect(host, port, keepalive=30)
+        c.loop_start()
+        self.client = c
+        if not self.ready.wait(timeout):
+            self.stop()
+            raise RuntimeError("vendor client: no CONNACK from %s:%d within %.0f s" % (host, port, timeout))
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties):
+        if not reason_code.is_failure:
+            nodelay(client)
+            self.ready.set()
+
+    def publish(self, topic, payload):
+        self.client.publish(topic, payload, qos=1, retain=False)
+
+    def stop(self):
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+class LiveRun:
+    """A live run: meters, head-end workers, vendor; ``run(seconds)`` -> report dict.
+
+    ``spread=False`` keeps the agent's minute-aligned telemetry (every meter
+    reports in the same tick window): for comparison in the benchmark.
+    """
+
+    def __init__(self, host, port, meters, seed, base, workers=2, telemetry_s=60, speed=60, topup_rate=5.0, log=None, progress=None, tick_s=5, warmup_s=0,
+                 spread=True):
         self.host = host
         self.tick_s = tick_s
         self.warmup_s = warmup_s
@@ -249,14 +363,14 @@ class LiveRun:
         self.progress = progress
         self.last_log = None
         self.log = log or self._note
-        self.meters = [LiveMeter(i, seed, base, self.fleet, host, port, telemetry_s, speed, self._closed, self.log) for i in range(meters)]
+        self.meters = [LiveMeter(i, seed, base, self.fleet, host, port, telemetry_s, speed, self._closed, self.log, spread) for i in range(meters)]
         self.by_id = dict((m.id, m) for m in self.meters)
-        self.workers = [SharedHeadEnd(self.fleet, host, port, "pm-sim", k, self._ack) for k in range(workers)]
+        self.workers = [WorkerProcess(host, port, "pm-sim", k) for k in range(workers)]
+        self.worker_results = []
         self.stop = threading.Event()
         self.loop_error = None
         self.max_lag_ms = 0
         self.connected_at_end = 0
-        self.received_before = None
 
     def _note(self, message):
         # Transports log every failed connect: keep the latest for the error report.
@@ -264,11 +378,6 @@ class LiveRun:
 
     def _closed(self, meter_id, t):
         self.closes.setdefault(meter_id, []).append(t)
-
-    def _ack(self, ref, t, code):
-        with self.lock:
-            if ref not in self.acks:
-                self.acks[ref] = (t, code)
 
     # ------------------------------------------------------------ the meters' thread
 
@@ -322,7 +431,7 @@ class LiveRun:
                     # paho writes at once when nothing else is writing; finish partial writes here.
                     t.flush()
                     sock = t.client.socket() if t.client is not None else None
-                    old = registered.get(m.id)
+                    old = registered.get(t)
                     if sock is not old:
                         if old is not None:
                             try:
@@ -330,8 +439,15 @@ class LiveRun:
                             except (KeyError, ValueError, OSError):
                                 pass
                         if sock is not None:
-                            sel.register(sock, selectors.EVENT_READ, t)
-                        registered[m.id] = sock
+                            try:
+                                sel.register(sock, selectors.EVENT_READ, t)
+                            except KeyError:
+                                # The fd was another meter's socket, closed since but
+                                # not yet dropped by that meter's upkeep: drop it now.
+                                stale = sel.unregister(sock.fileno())
+                                registered[stale.data] = None
+                                sel.register(sock, selectors.EVENT_READ, t)
+                        registered[t] = sock
         for m in meters:
             m.transport.close()
 
@@ -340,9 +456,19 @@ class LiveRun:
     def connected(self):
         return sum(1 for m in self.meters if m.transport.connected)
 
+    def _stop_workers(self):
+        self.worker_results = [w.stop() for w in self.workers]
+
     def run(self, seconds):
         for w in self.workers:
             w.start()
+        try:
+            for w in self.workers:
+                w.wait_ready(30)
+            vendor = Vendor(self.host, self.port)
+        except Exception:
+            self._stop_workers()
+            raise
         th = threading.Thread(target=self._meter_loop, daemon=True)
         th.start()
         deadline = time.monotonic() + 30 + len(self.meters) / 200.0
@@ -350,8 +476,8 @@ class LiveRun:
             if time.monotonic() > deadline or self.loop_error:
                 self.stop.set()
                 th.join(10)
-                for w in self.workers:
-                    w.stop()
+                vendor.stop()
+                self._stop_workers()
                 raise RuntimeError("only %d of %d meters connected to %s:%d%s%s" % (
                     self.connected(), len(self.meters), self.host, self.port,
                     (": " + self.loop_error) if self.loop_error else "",
@@ -365,16 +491,15 @@ class LiveRun:
         gc.collect()
         gc.freeze()
         self.max_lag_ms = 0
-        self.received_before = [w.received for w in self.workers]
+        for w in self.workers:
+            w.mark()
         t_end = time.monotonic() + seconds
         nxt = time.monotonic()
-        k = 0
         while time.monotonic() < t_end and not self.loop_error:
             now = time.monotonic()
             if self.topup_rate and now >= nxt:
                 nxt += 1.0 / self.topup_rate
-                self._vend(self.workers[k % len(self.workers)])
-                k += 1
+                self._vend(vendor)
             if self.progress:
                 done = int(seconds - (t_end - now))
                 self.progress(min(done, int(seconds)), int(seconds))
@@ -383,12 +508,16 @@ class LiveRun:
         self.connected_at_end = self.connected()
         self.stop.set()
         th.join(30)
-        for w in self.workers:
-            w.stop()
+        vendor.stop()
+        self._stop_workers()
+        for res in self.worker_results:
+            for ref, got in (res or {}).get("acks", {}).items():
+                if ref not in self.acks or got[0] < self.acks[ref][0]:
+                    self.acks[ref] = got
         gc.unfreeze()
         return self.report(seconds)
 
-    def _vend(self, worker):
+    def _vend(self, vendor):
         m = self.meters[self.rng.randrange(len(self.meters))]
         seq = self.seq.get(m.id, 0) + 1
         self.seq[m.id] = seq
@@ -401,7 +530,7 @@ class LiveRun:
         t0 = time.perf_counter()
         with self.lock:
             self.sent[ref] = (m.id, t0, was_cut)
-        worker.client.publish(topic, payload, qos=1, retain=False)
+        vendor.publish(topic, payload)
 
     def report(self, seconds):
         ack_ms = []
@@ -419,7 +548,7 @@ class LiveRun:
                     close_ms.append(int((later[0] - t0) * 1000000))
         ack_ms.sort()
         close_ms.sort()
-        received = [w.received - b for w, b in zip(self.workers, self.received_before or [0] * len(self.workers))]
+        received = [(res or {}).get("received", 0) for res in self.worker_results]
         tele = sum(received)
         return {
             "mode": "live",
@@ -436,7 +565,8 @@ class LiveRun:
             "ack_codes": codes,
             "ack_us": _dist(ack_ms),
             "restore_us": _dist(close_ms),
-            "rejected": sum(w.rejected for w in self.workers),
+            "rejected": sum((res or {}).get("rejected", 0) for res in self.worker_results),
+            "workers_answered": sum(1 for res in self.worker_results if res is not None),
             "meter_loop_max_lag_ms": int(self.max_lag_ms),
             "loop_error": self.loop_error,
             "balances": dict((m.id, m.linked.meter.balance) for m in self.meters[:20]),

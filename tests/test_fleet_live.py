@@ -36,3 +36,23 @@ def test_fleet_live_meters_and_two_headend_workers(mosquitto_factory):
     assert rep["restore_us"]["n"] >= 1  # cut meters came back on after a top-up
     credited = [m for m in run.meters if m.linked.meter.account.credited > 0]
     assert credited and all(m.linked.meter.balance > 0 for m in credited)
+
+
+def test_fleet_live_telemetry_is_spread_over_the_minute():
+    # No broker needed: the meters are built and ticked, never connected.
+    run = LiveRun("127.0.0.1", 1, 40, 7, DEFAULT_CONFIG, telemetry_s=60)
+    offsets = [m.tele_offset for m in run.meters]
+    assert all(0 <= o < 60 for o in offsets) and len(set(offsets)) >= 20
+    assert offsets == [m.tele_offset for m in LiveRun("127.0.0.1", 1, 40, 7, DEFAULT_CONFIG, telemetry_s=60).meters]
+    for m in run.meters[:10]:
+        m.boot()
+        w0 = m.last_wall + 1
+        m.tick(w0)
+        due = m.linked.next_tele
+        assert due % 60 == m.tele_offset and w0 < due <= w0 + 120
+        m.tick(due - 1)
+        assert m.linked.next_tele == due  # not yet: no telemetry before the meter's offset
+        m.tick(due)
+        assert m.linked.next_tele == due + 60  # reported, and keeps its offset
+    for m in run.meters:
+        m.transport.close()
