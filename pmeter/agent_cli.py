@@ -99,6 +99,7 @@ class AgentRuntime:
         self.session = Session(mid, keys, nonce_prefix(), prefix=cfg["link"]["prefix"],
                                fw=cfg["agent"]["fw"], key_rev=self.guard.revision)
         self.linked = LinkedMeter(self.device, self.guard, self.session, telemetry_s=cfg["link"]["telemetry_s"],
+                                  telemetry_offset_s=int(mid) % cfg["link"]["telemetry_s"],
                                   on_clock=self.backend.set_wall, on_record=self._log_record)
         self.lock = threading.RLock()  # the core is driven by the loop and the DL/T 645 threads
         self.transport = None

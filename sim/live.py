@@ -177,6 +177,7 @@ class LiveMeter:
             TokenGuard.from_config(self.id, cfg["tokens"]),
             Session(self.id, fleet.keys(self.id), nonce, boot=1, fw="sim-live"),
             telemetry_s=telemetry_s,
+            telemetry_offset_s=random.Random(derive_seed(seed, "tele", index)).randrange(telemetry_s) if spread else 0,
         )
         self.house = Household(derive_seed(seed, "house", index), tz_offset_s=TZ_S)
         self.source = PulseSource(cfg["meter"]["constant"])
@@ -187,7 +188,7 @@ class LiveMeter:
         self.sim_t = None
         self.last_wall = None
         self.telemetry_s = telemetry_s
-        self.tele_offset = random.Random(derive_seed(seed, "tele", index)).randrange(telemetry_s) if spread else 0
+        self.tele_offset = self.linked.telemetry_offset_s
 
     def _hw(self, actions):
         for a in actions:
@@ -211,11 +212,6 @@ class LiveMeter:
         self.sim_t = t1
         linked = self.linked
         hw, outs = linked.handle(Pulses(self.source.advance(mwh), wall, mono_ms()), wall)
-        # LinkedMeter schedules telemetry at the top of the period; move it to
-        # this meter's offset (an aligned deadline is one it has just set).
-        nt = linked.next_tele
-        if nt is not None and self.tele_offset and nt % self.telemetry_s == 0:
-            linked.next_tele = nt + self.tele_offset
         if hw:
             self._hw(hw)
         if outs:

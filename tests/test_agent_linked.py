@@ -273,3 +273,15 @@ def test_agent_linked_state_carries_chg_for_the_exact_balance_check(tmp_path):
     shadow.record(MID, "state", {"t": W + 12, "b": dict(state, bal=state["bal"] - 1)}, W + 12)
     assert [p["code"] for p in shadow.reconcile(MID)["problems"] if p["code"] == "balance_mismatch"] == [
         "balance_mismatch"]
+
+
+def test_telemetry_comes_at_the_meters_own_second_of_the_period():
+    """A fleet must not report all at once: each meter keeps its own offset."""
+    from agent.link.agent import LinkedMeter
+
+    lm = LinkedMeter.__new__(LinkedMeter)
+    lm.telemetry_s = 60
+    lm.telemetry_offset_s = 17
+    assert lm._next_report(1_800_000_000) == 1_800_000_017  # 1_800_000_000 is a whole minute
+    assert lm._next_report(1_800_000_017) == 1_800_000_077
+    assert lm._next_report(1_800_000_016) == 1_800_000_017

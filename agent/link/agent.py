@@ -107,11 +107,14 @@ class LinkedMeter:
     ``on_record(record)`` sees every event record (for logging).
     """
 
-    def __init__(self, device, guard, session, *, telemetry_s=TELEMETRY_S, on_clock=None, on_record=None):
+    def __init__(self, device, guard, session, *, telemetry_s=TELEMETRY_S, telemetry_offset_s=0, on_clock=None, on_record=None):
         self.device = device
         self.guard = guard
         self.session = session
         self.telemetry_s = telemetry_s
+        # Each meter reports at its own second of the period, so a fleet
+        # does not burst at the top of every period.
+        self.telemetry_offset_s = telemetry_offset_s % telemetry_s
         self.on_clock = on_clock
         self.on_record = on_record
         self.next_tele = None
@@ -239,13 +242,19 @@ class LinkedMeter:
         actions = self._feed(event, wall)
         hw, outs = self._after(actions)
         if self.next_tele is None:
-            self.next_tele = wall - wall % self.telemetry_s + self.telemetry_s
+            self.next_tele = self._next_report(wall)
         elif wall >= self.next_tele:
             # Telemetry is not worth a flash write of its own: it is
             # committed with the next commit, and may be lost before that.
-            self.next_tele = wall - wall % self.telemetry_s + self.telemetry_s
+            self.next_tele = self._next_report(wall)
             outs.extend(self.session.telemetry(summary(self.device.meter), wall))
         return hw, outs
+
+    def _next_report(self, wall):
+        """The next wall second after ``wall`` at this meter's offset in the period."""
+        period = self.telemetry_s
+        off = self.telemetry_offset_s
+        return wall - (wall - off) % period + period
 
     def idle(self, budget):
         """Idle-time upkeep (keypad checkpoint table); returns the work done."""
