@@ -227,6 +227,21 @@ class Broker:
 # ------------------------------------------------------------------ helpers
 
 
+SHIPPED_ACL = Path(__file__).resolve().parent.parent / "deploy" / "mosquitto" / "acl"
+
+
+def shipped_tls(pki):
+    """Broker options as in deploy/mosquitto/pmeter.conf: client certificates
+    required, the certificate's name as the user name, the shipped per-meter
+    ACL, no anonymous clients.  Use as ``Broker(dir, **shipped_tls(pki))``."""
+    return {
+        "tls": TLSListener(pki.ca_cert, pki.server_cert, pki.server_key, require_certificate=True,
+                           use_identity_as_username=True),
+        "acl_file": SHIPPED_ACL,
+        "allow_anonymous": False,
+    }
+
+
 def hash_password(password, salt=None, iterations=101):
     """A Mosquitto 2 password-file hash ($7$: PBKDF2-SHA512).
 

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from mosquitto import Broker, TLSListener, free_port, make_pki
+from mosquitto import Broker, free_port, make_pki, shipped_tls
 
 from agent.store import OsFS, Store
 from headend.link import Fleet
@@ -36,9 +36,7 @@ def rig(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("agent")
     pki = make_pki(tmp / "pki", clients=[MID, "headend"])
     broker = Broker(tmp / "broker",
-                    tls=TLSListener(pki.ca_cert, pki.server_cert, pki.server_key, require_certificate=True,
-                                    use_identity_as_username=True),
-                    acl_file=ROOT / "deploy" / "mosquitto" / "acl", allow_anonymous=False)
+                    **shipped_tls(pki))
     broker.start()
     fleet = Fleet(MASTER)
     (tmp / "master.hex").write_text(MASTER.hex())

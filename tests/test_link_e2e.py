@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from mosquitto import MOSQUITTO, TLSListener, make_pki
+from mosquitto import MOSQUITTO, make_pki, shipped_tls
 
 from agent import results
 from agent.device import Device
@@ -89,10 +89,7 @@ def rig(tmp_path, mosquitto_factory):
     pki = make_pki(tmp_path / "pki", clients=[MID, "headend"])
     (tmp_path / "broker-db").mkdir()
     broker = mosquitto_factory(
-        tls=TLSListener(pki.ca_cert, pki.server_cert, pki.server_key, require_certificate=True,
-                        use_identity_as_username=True),
-        acl_file=ROOT / "deploy" / "mosquitto" / "acl",
-        allow_anonymous=False,
+        **shipped_tls(pki),
         # Like production: sessions and retained messages survive a restart.
         extra_lines=["persistence true", "persistence_location %s/" % (tmp_path / "broker-db")],
     )

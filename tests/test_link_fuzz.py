@@ -15,7 +15,7 @@ from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from mosquitto import TLSListener, make_pki
+from mosquitto import make_pki, shipped_tls
 from test_link_restore import MID, DeviceAgent
 
 from agent import results
@@ -77,9 +77,7 @@ def _values():
 def test_link_fuzz_command_topic_through_broker(tmp_path, mosquitto_factory):
     pki = make_pki(tmp_path / "pki", clients=[MID, "headend"])
     broker = mosquitto_factory(
-        tls=TLSListener(pki.ca_cert, pki.server_cert, pki.server_key, require_certificate=True,
-                        use_identity_as_username=True),
-        acl_file=ROOT / "deploy" / "mosquitto" / "acl", allow_anonymous=False)
+        **shipped_tls(pki))
     fleet = Fleet(MASTER)
     shadow = Shadow(tmp_path / "headend.db")
     head = HeadEnd(fleet, shadow, broker.host, broker.tls_port,
@@ -171,9 +169,7 @@ def test_link_fuzz_every_refusal_is_an_event(tmp_path, mosquitto_factory):
     """Each class of refusal leaves an event the head-end receives."""
     pki = make_pki(tmp_path / "pki", clients=[MID, "headend"])
     broker = mosquitto_factory(
-        tls=TLSListener(pki.ca_cert, pki.server_cert, pki.server_key, require_certificate=True,
-                        use_identity_as_username=True),
-        acl_file=ROOT / "deploy" / "mosquitto" / "acl", allow_anonymous=False)
+        **shipped_tls(pki))
     fleet = Fleet(MASTER)
     shadow = Shadow(tmp_path / "headend.db")
     head = HeadEnd(fleet, shadow, broker.host, broker.tls_port,

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from mosquitto import TLSListener, make_pki
+from mosquitto import make_pki, shipped_tls
 
 from agent import results
 from agent.device import Device
@@ -120,9 +120,7 @@ def _cli(argv):
 def test_link_restore_lost_store_from_shadow(tmp_path, mosquitto_factory, capsys, set_credit_known):
     pki = make_pki(tmp_path / "pki", clients=[MID, "headend"])
     broker = mosquitto_factory(
-        tls=TLSListener(pki.ca_cert, pki.server_cert, pki.server_key, require_certificate=True,
-                        use_identity_as_username=True),
-        acl_file=ROOT / "deploy" / "mosquitto" / "acl", allow_anonymous=False)
+        **shipped_tls(pki))
     fleet = Fleet(MASTER)
     db = tmp_path / "headend.db"  # shadow and ledger in one file
     shadow = Shadow(db)

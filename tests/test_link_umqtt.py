@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from mosquitto import TLSListener, make_pki
+from mosquitto import make_pki, shipped_tls
 
 from agent import results
 from agent.link import topics
@@ -94,10 +94,7 @@ t.mqtt.disconnect()
 def broker(tmp_path, mosquitto_factory):
     pki = make_pki(tmp_path / "pki", clients=[MID, "headend"])
     b = mosquitto_factory(
-        tls=TLSListener(pki.ca_cert, pki.server_cert, pki.server_key, require_certificate=True,
-                        use_identity_as_username=True),
-        acl_file=ROOT / "deploy" / "mosquitto" / "acl",
-        allow_anonymous=False,
+        **shipped_tls(pki),
     )
     return b, pki
 

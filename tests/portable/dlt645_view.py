@@ -6,6 +6,9 @@ and by the CPython peer tests.
 
 from agent import config
 from agent.dlt645.config import SCHEMA
+from agent.dlt645 import frame as F
+from agent.dlt645 import master as M
+from agent.dlt645.bcd import address_to_wire
 from agent.dlt645.slave import Slave
 
 METER = "123456781012"
@@ -61,3 +64,27 @@ def make_slave(**overrides):
     raw = {"address": METER, "password": "02123456"}
     raw.update(overrides)
     return Slave(config.validate(raw, SCHEMA), TZ_MIN)
+
+
+ADDR = address_to_wire(METER)
+PASSWORD = bytes((0x02, 0x12, 0x34, 0x56))  # level 02, password 123456 (make_slave's default)
+
+
+def ask(slave, raw, view=None, wall=WALL):
+    """Feed one raw request frame to ``slave``; (decoded reply or None, core events)."""
+    frames = F.Parser().feed(raw)
+    assert len(frames) == 1
+    reply, events = slave.handle(frames[0], view or View(), wall, 5000)
+    return (F.decode_one(reply) if reply is not None else None), events
+
+
+def read(slave, di, view=None, address=METER):
+    """The reply frame to a read of data identifier ``di`` (a read makes no events)."""
+    fr, events = ask(slave, M.read_request(address, di), view)
+    assert events == []
+    return fr
+
+
+def value(slave, di, view=None):
+    """The decoded value the slave serves for ``di``."""
+    return M.read_reply(read(slave, di, view), METER, di)
