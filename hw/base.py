@@ -151,22 +151,27 @@ class CoilDriver:
     """Drives the two coils of a latching relay, one short pulse at a time.
 
     ``write(coil, on)`` sets one coil's driver pin; the driver is the only
-    caller.  ``request`` queues a pulse; ``service(mono)`` switches coils
-    and returns how many ms until it needs to run again (None when idle).
-    Guarantees, whatever the caller does: never both coils on (the other
-    coil is written off before one is energised, and only one pulse is
-    active at a time), every pulse between ``min_ms`` and ``max_ms`` wide,
-    at least ``gap_ms`` from the end of one pulse to the start of the
-    next, and from start-up to the first pulse.
+    caller.  ``clock()`` returns monotonic ms.  ``request`` queues a pulse;
+    ``service()`` switches coils and returns how many ms until it needs to
+    run again (None when idle).  Guarantees, whatever the caller does and
+    however late it runs: never both coils on (the other coil is written
+    off before one is energised, and only one pulse is active at a time),
+    every pulse between ``min_ms`` and ``max_ms`` wide, at least ``gap_ms``
+    from the end of one pulse to the start of the next, and from start-up
+    to the first pulse.  Width and gap hold by construction: the clock is
+    read *after* each write that starts or ends a pulse, so a thread or task
+    pre-empted between reading the time and writing the pin only makes a
+    pulse or gap longer, never shorter.
     """
 
     __slots__ = (
-        "_write", "_min", "_max", "_gap", "_pending", "_active", "_until",
+        "_write", "_clock", "_min", "_max", "_gap", "_pending", "_active", "_until",
         "_started", "_last_off", "history", "refused", "_max_pending",
     )
 
-    def __init__(self, write, min_ms, max_ms, gap_ms, mono, max_pending=4):
+    def __init__(self, write, min_ms, max_ms, gap_ms, clock, max_pending=4):
         self._write = write
+        self._clock = clock
         self._min = min_ms
         self._max = max_ms
         self._gap = gap_ms
@@ -174,12 +179,12 @@ class CoilDriver:
         self._active = None
         self._until = 0
         self._started = 0
-        # A reset may have cut a pulse short: wait a full gap from boot.
-        self._last_off = mono
         self._max_pending = max_pending
         self.history = []  # last pulses: [coil, start_mono, end_mono]
         self.refused = 0
         self.all_off()
+        # A reset may have cut a pulse short: wait a full gap from boot.
+        self._last_off = clock()
 
     def all_off(self):
         """De-energise both coils now (start-up, shutdown, fault)."""
@@ -215,19 +220,20 @@ class CoilDriver:
             raise CoilFault("%d coil pulses already waiting; refusing another" % len(self._pending))
         self._pending.append((coil, width_ms))
 
-    def service(self, mono):
-        """Advance the pulse schedule to ``mono``; return ms to the next step or None."""
+    def service(self):
+        """Advance the pulse schedule to now; return ms to the next step or None."""
         if self._active is not None:
-            left = self._until - mono
+            left = self._until - self._clock()
             if left > 0:
                 return left
             self._write(self._active, False)
-            self._record(self._active, self._started, mono)
+            off = self._clock()
+            self._record(self._active, self._started, off)
             self._active = None
-            self._last_off = mono
+            self._last_off = off
         if not self._pending:
             return None
-        wait = self._gap - (mono - self._last_off)
+        wait = self._gap - (self._clock() - self._last_off)
         if wait > 0:
             return wait
         coil, width = self._pending.pop(0)
@@ -235,8 +241,8 @@ class CoilDriver:
         self._write(other, False)
         self._write(coil, True)
         self._active = coil
-        self._started = mono
-        self._until = mono + width
+        self._started = self._clock()
+        self._until = self._started + width
         return width
 
     def _record(self, coil, start, end):
@@ -304,9 +310,8 @@ class Backend:
     def _setup(self):
         """Initialise shared state once the subclass's pins exist."""
         cfg = self.cfg
-        mono = self.mono()
         self.coils = CoilDriver(
-            self._write, cfg["coil_min_ms"], cfg["coil_max_ms"], cfg["coil_gap_ms"], mono
+            self._write, cfg["coil_min_ms"], cfg["coil_max_ms"], cfg["coil_gap_ms"], self.mono
         )
         self._write("led", False)
         self._write("buzzer", False)
@@ -475,7 +480,7 @@ class Backend:
     def run_coils(self):
         """Block until every queued coil pulse has run."""
         while True:
-            delay = self.coils.service(self.mono())
+            delay = self.coils.service()
             if delay is None:
                 return
             self.sleep_ms(delay)

@@ -161,7 +161,7 @@ class MpyBackend(Backend):
     async def coil_steps(self):
         """Run queued coil pulses, yielding to other tasks while a coil is on."""
         while True:
-            delay = self.coils.service(self.mono())
+            delay = self.coils.service()
             if delay is None:
                 return
             await asyncio.sleep_ms(delay)

@@ -414,6 +414,34 @@ def test_active_low_driver_boards(gpio, clock):
     assert all(lv == 1 for _t, ch, lv in gpio._writes if ch == 7)
 
 
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.integers(min_value=0, max_value=30), min_size=1, max_size=60))
+def test_coil_width_and_gap_hold_however_late_each_pin_write_lands(lags):
+    """A thread or task pre-empted between reading the clock and writing a pin
+    (the loaded-CI case) must only lengthen pulses and gaps, never shorten them."""
+    from hw.base import CoilDriver
+
+    t = [0]
+    log = []
+    lag = iter(lags * 10)
+
+    def write(coil, on):
+        t[0] += next(lag, 0)  # pre-empted before the write lands
+        log.append((t[0], SET if coil == "set" else RESET, int(on)))
+
+    driver = CoilDriver(write, 20, 250, 40, lambda: t[0])
+    t0 = max(w[0] for w in log)  # both coils written off at start-up
+    for coil, width in (("set", 30), ("reset", 20), ("set", 25)):
+        driver.request(coil, width)
+    while True:
+        delay = driver.service()
+        if delay is None:
+            break
+        t[0] += delay
+    pulses = check_coil_log(log, 40, t0, 20, 250)
+    assert [e - s >= w for (s, e, _c), w in zip(pulses, (30, 20, 25))] == [True] * 3
+
+
 actions = st.lists(
     st.tuples(
         st.sampled_from(["set", "reset", "set", "reset", "bogus"]),
@@ -445,7 +473,7 @@ def test_property_coils_never_overlap_and_respect_width_and_gap(ops):
             # but stop at the next request, which may come mid-pulse.
             end = clock.now() + pause
             while clock.now() < end:
-                delay = b.coils.service(clock.now())
+                delay = b.coils.service()
                 clock.sleep(min(delay or pause, end - clock.now()))
         b.run_coils()
         pulses = check_coil_log(fake._writes, 150, t0, 20, 250)
