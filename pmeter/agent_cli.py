@@ -56,6 +56,11 @@ def _fail(message, code=2):
     return code
 
 
+def _bad_config(e):
+    """Exit 2 for a ConfigError, naming --config when the file itself is the problem."""
+    return _fail("--config: %s" % e.rule if e.key == "(file)" else str(e))
+
+
 def _load(args):
     """(cfg, data_dir) or raise ConfigError naming the key."""
     from agent import settings
@@ -369,7 +374,7 @@ def cmd_agent(args):
     try:
         cfg, data_dir = _load(args)
     except ConfigError as e:
-        return _fail(str(e))
+        return _bad_config(e)
     hw_name = args.hw or cfg["agent"]["hw"]
     if hw_name not in CPYTHON_BACKENDS:
         return _fail("config key 'agent.hw': %r runs on a MicroPython board (mpy/main.py), not under pmeter; "
@@ -717,8 +722,8 @@ def cmd_diag(args):
     try:
         cfg, data_dir = _load(args)
     except ConfigError as e:
-        return _fail(str(e))
-    if args.timeout <= 0 or args.timeout > 60:
+        return _bad_config(e)
+    if not 0 < args.timeout <= 60:  # also refuses nan
         return _fail("--timeout must be between 0 and 60 seconds, got %r" % args.timeout)
     f = diagnose(cfg, data_dir, args.timeout)
     if args.json:
