@@ -141,7 +141,7 @@ class AgentRuntime:
 
     @staticmethod
     def _log_refusal(source, ref, code, why):
-        log.warning("token refused (%s): ref %s: %s%s", source, "-" if ref is None else ref, code,
+        log.warning("token refused (%s, ref %s): %s%s", source, "-" if ref is None else ref, code,
                     "" if not why or why == code else " (%s)" % why)
 
     def execute(self, actions):

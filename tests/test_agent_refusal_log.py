@@ -94,33 +94,33 @@ def test_every_refused_token_is_a_log_line_with_its_reason_and_ref(rig):
     # The same token again in a new envelope: the token's replay guard.
     ref, code = s.send(ok)
     assert code == results.ALREADY_USED
-    assert _logged(agent, "token refused (mqtt): ref %s: already_used" % ref), agent.log()
+    assert _logged(agent, "token refused (mqtt, ref %s): already_used" % ref), agent.log()
 
     # The same envelope again: the link's command sequence guard.
     topic, payload = fleet.seal_token(MID, 1, ok, "t-1", now)
     code = s.publish("t-1", topic, payload)
     assert code == results.ALREADY_USED
-    assert _logged(agent, "token refused (mqtt): ref t-1: already_used (command sequence 1"), agent.log()
+    assert _logged(agent, "token refused (mqtt, ref t-1): already_used (command sequence 1"), agent.log()
 
     # A token made with another key: bad MAC, inside a valid envelope.
     ref, code = s.send(Fleet(bytes(32)).topup_token(MID, 2, 10000, now))
     assert code == results.BAD_MAC
-    assert _logged(agent, "token refused (mqtt): ref %s: bad_mac" % ref), agent.log()
+    assert _logged(agent, "token refused (mqtt, ref %s): bad_mac" % ref), agent.log()
 
     # Expired ten days ago.
     ref, code = s.send(fleet.topup_token(MID, 3, 10000, now - 864000, ttl=60))
     assert code == results.EXPIRED
-    assert _logged(agent, "token refused (mqtt): ref %s: expired" % ref), agent.log()
+    assert _logged(agent, "token refused (mqtt, ref %s): expired" % ref), agent.log()
 
     # Another meter's token in this meter's envelope.
     ref, code = s.send(fleet.topup_token("000000000099", 4, 10000, now))
     assert code in (results.WRONG_METER, results.BAD_MAC)
-    assert _logged(agent, "token refused (mqtt): ref %s: %s" % (ref, code)), agent.log()
+    assert _logged(agent, "token refused (mqtt, ref %s): %s" % (ref, code)), agent.log()
 
     # The core refuses it: 50 + 80 CNY is over the hoarding limit of 100.
     ref, code = s.send(fleet.topup_token(MID, 5, 800000, now))
     assert code == results.OVER_HOARDING_LIMIT
-    assert _logged(agent, "token refused (mqtt): ref %s: over_hoarding_limit" % ref), agent.log()
+    assert _logged(agent, "token refused (mqtt, ref %s): over_hoarding_limit" % ref), agent.log()
 
     # A damaged envelope: nobody authenticated, no ack, still a log line.
     def flip(p):
@@ -128,7 +128,7 @@ def test_every_refused_token_is_a_log_line_with_its_reason_and_ref(rig):
 
     ref, code = s.send(fleet.topup_token(MID, 6, 10000, now), payload_edit=flip, wait=1.0)
     assert code is None
-    assert _logged(agent, "token refused (mqtt): ref -: bad_mac"), agent.log()
+    assert _logged(agent, "token refused (mqtt, ref -): bad_mac"), agent.log()
 
     # Keypad: a code used twice, then wrong codes up to the lockout.
     chain = keypad.Chain(bytes.fromhex(KEYPAD_KEY))
@@ -138,11 +138,11 @@ def test_every_refused_token_is_a_log_line_with_its_reason_and_ref(rig):
     assert _logged(agent, "keypad code: accepted"), agent.log()
     with open(fifo, "w") as f:
         f.write("*%s#\n" % good)
-    assert _logged(agent, "token refused (keypad): ref -: already_used"), agent.log()
+    assert _logged(agent, "token refused (keypad, ref -): already_used"), agent.log()
     wrong = good[:-1] + str((int(good[-1]) + 1) % 10)
     for _ in range(4):
         with open(fifo, "w") as f:
             f.write("*%s#\n" % wrong)
-    assert _logged(agent, "token refused (keypad): ref -: bad_mac"), agent.log()
-    assert _logged(agent, "token refused (keypad): ref -: locked_out (keypad locked for"), agent.log()
+    assert _logged(agent, "token refused (keypad, ref -): bad_mac"), agent.log()
+    assert _logged(agent, "token refused (keypad, ref -): locked_out (keypad locked for"), agent.log()
     assert agent.term() == 0
