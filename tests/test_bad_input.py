@@ -11,7 +11,6 @@ merge (tests/test_bad_input_headend.py covers them there).
 """
 
 import hashlib
-import json
 import os
 import shutil
 import subprocess
@@ -19,6 +18,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_agent_process import _toml
 
 ROOT = Path(__file__).resolve().parent.parent
 FLASH = str(ROOT / "scripts" / "flash.sh")
@@ -314,15 +314,6 @@ def template(tmp_path_factory):
         (t / old / "MANIFEST.sha256").write_text("0" * 64 + "  config.toml\n")
         (t / old / "config.toml").write_text("# the previous bundle's config\n")
     return t
-
-
-def _toml(cfg):
-    lines = []
-    for section in sorted(cfg):
-        lines.append("[%s]" % section)
-        for k in sorted(cfg[section]):
-            lines.append("%s = %s" % (k, json.dumps(cfg[section][k])))
-    return "\n".join(lines) + "\n"
 
 
 def _config_text(name):
