@@ -35,7 +35,8 @@ MICROPYTHON=${MICROPYTHON:-$([ -x "$VENV_BIN/micropython" ] && echo "$VENV_BIN/m
 
 # Board files besides agent/: the backend and what it imports.
 MPY_HW_FILES="hw/__init__.py hw/base.py hw/config.py hw/mpy.py"
-PI_SOURCES="agent hw pmeter sim pyproject.toml README.md"
+# docs/deploy.md: the unit's Documentation= points at it.
+PI_SOURCES="agent hw pmeter sim pyproject.toml README.md docs/agent.md docs/deploy.md docs/hardware.md"
 SERVICE=pmeter-agent
 
 usage() {

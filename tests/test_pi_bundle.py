@@ -69,6 +69,8 @@ def test_the_pi_bundle_installs_into_a_fresh_venv_and_the_units_command_starts_t
     assert "python3 -m venv /opt/pmeter/venv" in install
     assert '/opt/pmeter/venv/bin/pip install --upgrade "/opt/pmeter/src[$extra]"' in install
     assert '"$HERE/config.toml" /etc/pmeter/config.toml' in install
+    doc = unit["Documentation"]
+    assert doc.startswith("file:///opt/pmeter/src/") and (src / doc[len("file:///opt/pmeter/src/"):]).is_file()
     exec_start = shlex.split(unit["ExecStart"])
     assert exec_start == ["/opt/pmeter/venv/bin/pmeter", "agent", "--hw", "pi", "--config", "/etc/pmeter/config.toml",
                           "--data", "/var/lib/" + unit["StateDirectory"]]
@@ -81,6 +83,9 @@ def test_the_pi_bundle_installs_into_a_fresh_venv_and_the_units_command_starts_t
                        timeout=600, env=_clean_env(), cwd=str(tmp_path))
     assert r.returncode == 0, r.stdout + r.stderr
 
+    r = subprocess.run([str(venv / "bin" / "pmeter"), "--help"], capture_output=True, text=True, cwd=str(tmp_path),
+                       env=_clean_env(), timeout=60)
+    assert r.returncode == 0 and "Not installed here: the headend commands." in r.stdout, r.stdout + r.stderr
     moved = {"/opt/pmeter/venv/bin/pmeter": str(venv / "bin" / "pmeter"),
              "/etc/pmeter/config.toml": str(pi / "config.toml"),
              "/var/lib/pmeter": str(tmp_path / "var-lib-pmeter"),
