@@ -201,7 +201,9 @@ class AgentRuntime:
             dc["address"] = self.meter_id
         slave = Slave(dc, self.cfg["meter"]["tz_offset_min"])
         link = SlaveLink(slave, self.linked.meter, self._dispatch, self.lock)
-        server = open_slave(link, dc["device"], dc["baud"], dc["parity"], dc["reply_delay_ms"])
+        # hw.rs485_de_pin: the Pi backend turns the transceiver round for each reply
+        direction = getattr(self.backend, "rs485_transmit", None) if self.cfg["hw"]["rs485_de_pin"] is not None else None
+        server = open_slave(link, dc["device"], dc["baud"], dc["parity"], dc["reply_delay_ms"], direction=direction)
         log.info("DL/T 645 slave %s on %s", dc["address"], dc["device"])
         return server
 
