@@ -64,7 +64,7 @@ MQTT_FIELDS = {
     "key": Field(STR, None, None, None, "this meter's client private key (PEM)"),
     "username": Field(STR, None, None, None, "username (when the broker uses passwords, not certificates)"),
     "password": Field(STR, None, None, None, "password for username"),
-    "client_id": Field(STR, None, None, None, "MQTT client id; unset = meter-<meter id>"),
+    "client_id": Field(STR, None, None, None, "MQTT client id; unset = the meter id (the shipped broker replaces any id by the certificate's name or user)"),
     "keepalive_s": Field(INT, 30, between(5, 3600), None, "MQTT keepalive"),
     "protocol": Field(INT, 5, one_of(5, 4), None, "MQTT protocol: 5, or 4 for 3.1.1 (5 falls back to 3.1.1 by itself)"),
 }
