@@ -94,17 +94,12 @@ def _x509():
 
 
 def _write_private(path, data):
-    """Create ``path`` with mode 0600 (exclusively: never overwrite a key)."""
+    from .keys import KeyFileError, create_private
+
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        raise PKIError("%s already exists: not overwriting it" % path)
-    try:
-        os.fchmod(fd, 0o600)  # the umask may only have removed bits; make it exact
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        create_private(path, data)
+    except KeyFileError as e:
+        raise PKIError(str(e))
 
 
 def _write_public(path, data):
