@@ -387,12 +387,15 @@ class ShippedBroker(Broker):
 
     ``files`` for pmeter.conf: ca.crt, ca.crl, broker.crt, broker.key, acl
     (the shipped ACL unless given); pmeter-password.conf also needs passwd.
+    ``user``: the account Mosquitto drops to when started as root (default:
+    stay who we are; "mosquitto" as on Debian).
     """
 
-    def __init__(self, workdir, files, conf_name="pmeter.conf"):
+    def __init__(self, workdir, files, conf_name="pmeter.conf", user=None):
         super().__init__(workdir, tls=True)
         self.files = dict({"acl": SHIPPED_ACL}, **files)
         self.conf_name = conf_name
+        self.user = user or pwd.getpwuid(os.getuid()).pw_name
 
     def config_text(self):
         import re
@@ -405,8 +408,7 @@ class ShippedBroker(Broker):
         text, n = re.subn(r"(?m)^listener 8883$", "listener %d %s" % (self.tls_port, self.host), text)
         if n != 1:
             raise BrokerError("%s must have one 'listener 8883' line" % self.conf_name)
-        head = "user %s\npersistence false\nlog_dest stderr\nlog_type all\nlog_timestamp true\n" % (
-            pwd.getpwuid(os.getuid()).pw_name)
+        head = "user %s\npersistence false\nlog_dest stderr\nlog_type all\nlog_timestamp true\n" % self.user
         # A plain loopback listener refusing everyone (allow_anonymous false):
         # only there so start() can see the broker is up.
         return head + text + "\nlistener %d %s\n" % (self.port, self.host)
