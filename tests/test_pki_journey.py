@@ -127,6 +127,8 @@ def test_pki_journey_ca_to_broker_to_meter_and_headend(scratch):
                        (["pki", "broker", "--dir", "pki", "--host", "x", "--ip", "1.2.3"], "--ip"),
                        (["pki", "meter", "--dir", "pki", "--meter", MID], "already exists"),
                        (["pki", "init", "--dir", "pki"], "already holds a CA"),
+                       (["pki", "revoke", "--dir", "pki", "--headend", "nobody"], "nothing to revoke"),
+                       (["pki", "headend", "--dir", "pki", "--name", "x", "--days", "0"], "--days"),
                        (["pki", "meter", "--dir", "nowhere", "--meter", MID], "pmeter pki init")):
         code, _out, err = pmeter(work, *args)
         assert code == 2 and word in err and "Traceback" not in err, (args, err)
