@@ -412,3 +412,31 @@ class ShippedBroker(Broker):
         # A plain loopback listener refusing everyone (allow_anonymous false):
         # only there so start() can see the broker is up.
         return head + text + "\nlistener %d %s\n" % (self.port, self.host)
+
+
+def connects(broker, ca, certfile=None, keyfile=None):
+    """True if a TLS client with this certificate (or none) gets a successful
+    CONNACK from ``broker``'s TLS listener."""
+    import queue
+    import ssl
+
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    done = queue.Queue()
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="probe-%d" % time.monotonic_ns(), protocol=mqtt.MQTTv5)
+    c.tls_set(ca_certs=str(ca), certfile=certfile and str(certfile), keyfile=keyfile and str(keyfile),
+              cert_reqs=ssl.CERT_REQUIRED)
+    c.on_connect = lambda cl, u, f, rc, p: done.put(not rc.is_failure)
+    try:
+        c.connect(broker.host, broker.tls_port, keepalive=5)
+    except (ssl.SSLError, OSError):
+        return False
+    c.loop_start()
+    try:
+        return done.get(timeout=3)
+    except queue.Empty:
+        return False
+    finally:
+        c.disconnect()
+        c.loop_stop()

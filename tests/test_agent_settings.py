@@ -95,15 +95,21 @@ def test_agent_settings_keys_only_in_their_own_file(tmp_path, main, key):
         assert "agent.keys" in str(e.value) and "pmeter keys derive" in str(e.value)  # points to the new file
 
 
-@pytest.mark.parametrize("mode", [0o640, 0o604, 0o644, 0o660])
-def test_agent_settings_keys_file_open_to_others_is_refused(tmp_path, mode):
-    _keys_file(tmp_path, mode=mode)
+def _refused(tmp_path, **keys_file):
+    """The ConfigError of a config naming keys.toml made with ``keys_file`` options."""
+    _keys_file(tmp_path, **keys_file)
     p = tmp_path / "c.toml"
     p.write_text('[agent]\nkeys = "keys.toml"\n')
     with pytest.raises(ConfigError) as e:
         settings.load(str(p))
-    assert e.value.key == "agent.keys" and "chmod 600" in str(e.value)
-    assert "00" * 32 not in str(e.value)  # the message never carries a key
+    return e.value
+
+
+@pytest.mark.parametrize("mode", [0o640, 0o604, 0o644, 0o660])
+def test_agent_settings_keys_file_open_to_others_is_refused(tmp_path, mode):
+    e = _refused(tmp_path, mode=mode)
+    assert e.key == "agent.keys" and "chmod 600" in str(e)
+    assert "00" * 32 not in str(e)  # the message never carries a key
 
 
 @pytest.mark.parametrize("text", [
@@ -112,12 +118,8 @@ def test_agent_settings_keys_file_open_to_others_is_refused(tmp_path, mode):
     "5",
 ])
 def test_agent_settings_keys_file_holds_keys_only(tmp_path, text):
-    _keys_file(tmp_path, text=text)
-    p = tmp_path / "c.toml"
-    p.write_text('[agent]\nkeys = "keys.toml"\n')
-    with pytest.raises(ConfigError) as e:
-        settings.load(str(p))
-    assert e.value.key in ("agent.keys", "(file)"), str(e.value)
+    e = _refused(tmp_path, text=text)
+    assert e.key in ("agent.keys", "(file)"), str(e)
 
 
 def test_agent_settings_keys_file_relative_to_the_config(tmp_path, monkeypatch):

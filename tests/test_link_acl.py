@@ -19,7 +19,7 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
-from mosquitto import ShippedBroker, make_pki, write_password_file
+from mosquitto import ShippedBroker, connects, make_pki, write_password_file
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -225,33 +225,13 @@ def test_link_acl_meter_cannot_write_other_meters_topics_or_forge_commands(shipp
     assert [m[1] for m in got] == [b"sync"], got
 
 
-def _connects(broker, pki_ca, certfile=None, keyfile=None):
-    """True if a client with this certificate gets a successful CONNACK."""
-    done = queue.Queue()
-    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="probe-%d" % time.monotonic_ns(), protocol=mqtt.MQTTv5)
-    c.tls_set(ca_certs=str(pki_ca), certfile=certfile, keyfile=keyfile)
-    c.on_connect = lambda cl, u, f, rc, p: done.put(not rc.is_failure)
-    try:
-        c.connect(broker.host, broker.tls_port, keepalive=5)
-    except (ssl.SSLError, OSError):
-        return False
-    c.loop_start()
-    try:
-        return done.get(timeout=2)
-    except queue.Empty:
-        return False
-    finally:
-        c.disconnect()
-        c.loop_stop()
-
-
 def test_link_acl_no_certificate_no_connection(shipped, tmp_path):
     broker, pki, _peer = shipped
     stranger = make_pki(tmp_path / "other-ca", clients=[A])
-    assert _connects(broker, pki.ca_cert, str(pki.client_cert(A)), str(pki.client_key(A)))  # control
+    assert connects(broker, pki.ca_cert, str(pki.client_cert(A)), str(pki.client_key(A)))  # control
     # The right CN from another CA, or no certificate at all: refused.
-    assert not _connects(broker, pki.ca_cert, str(stranger.client_cert(A)), str(stranger.client_key(A)))
-    assert not _connects(broker, pki.ca_cert)
+    assert not connects(broker, pki.ca_cert, str(stranger.client_cert(A)), str(stranger.client_key(A)))
+    assert not connects(broker, pki.ca_cert)
 
 
 def _no_takeover(victim, broker):

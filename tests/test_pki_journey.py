@@ -14,18 +14,14 @@ import pwd
 import re
 import shutil
 import signal
-import ssl
 import stat
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
 import pytest
-from mosquitto import BrokerError, ShippedBroker
-from paho.mqtt.enums import CallbackAPIVersion
+from mosquitto import BrokerError, ShippedBroker, connects
 
 from agent import results
 from headend.link import Fleet, HeadEnd
@@ -61,28 +57,6 @@ def run_install(cwd, etc):
     (etc / "conf.d").mkdir(parents=True, exist_ok=True)
     out = subprocess.run(["bash", "-euc", "\n".join(lines)], cwd=str(cwd), capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, out.stderr
-
-
-def connects(broker, ca, cert=None, key=None):
-    """True if a client with this certificate gets a successful CONNACK."""
-    import queue
-
-    done = queue.Queue()
-    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="probe", protocol=mqtt.MQTTv5)
-    c.tls_set(ca_certs=str(ca), certfile=cert and str(cert), keyfile=key and str(key), cert_reqs=ssl.CERT_REQUIRED)
-    c.on_connect = lambda cl, u, f, rc, p: done.put(not rc.is_failure)
-    try:
-        c.connect(broker.host, broker.tls_port, keepalive=5)
-    except (ssl.SSLError, OSError):
-        return False
-    c.loop_start()
-    try:
-        return done.get(timeout=3)
-    except queue.Empty:
-        return False
-    finally:
-        c.disconnect()
-        c.loop_stop()
 
 
 @pytest.fixture
