@@ -187,7 +187,7 @@ class AgentRuntime:
 
         tls = TLS(mq["ca"], mq["cert"], mq["key"]) if mq["tls"] else None
         return PahoTransport(
-            self.linked, mq["host"], mq["port"], mq["client_id"] or "meter-" + self.meter_id,
+            self.linked, mq["host"], mq["port"], mq["client_id"] or self.meter_id,
             tls=tls, username=mq["username"], password=mq["password"], keepalive=mq["keepalive_s"],
             on_hw=self.execute, log=lambda m: log.warning("mqtt: %s", m),
             protocol=mqtt.MQTTv5 if mq["protocol"] == 5 else mqtt.MQTTv311)
