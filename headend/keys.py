@@ -76,13 +76,28 @@ def link_key(master, meter_id, revision):
 
 
 def provision(master, meter_id, revision=0, divider=1):
-    """The device's ``tokens`` config section (plus its link key) as a dict."""
+    """The meter's key material as its agent config expects it: a dict of the
+    ``tokens`` table and the ``link`` table (``{"tokens": {...}, "link": {"key": ...}}``)."""
     kk = keypad_key(master, meter_id)
     return {
-        "key": binascii.hexlify(meter_key(master, meter_id, revision)).decode(),
-        "revision": revision,
-        "keypad_key": binascii.hexlify(kk).decode(),
-        "keypad_starting_code": keypad.Chain(kk).start,
-        "keypad_divider": divider,
-        "link_key": binascii.hexlify(link_key(master, meter_id, revision)).decode(),
+        "tokens": {
+            "key": binascii.hexlify(meter_key(master, meter_id, revision)).decode(),
+            "revision": revision,
+            "keypad_key": binascii.hexlify(kk).decode(),
+            "keypad_starting_code": keypad.Chain(kk).start,
+            "keypad_divider": divider,
+        },
+        "link": {"key": binascii.hexlify(link_key(master, meter_id, revision)).decode()},
     }
+
+
+def provision_toml(prov):
+    """``provision``'s tables as TOML lines to paste into the meter's config."""
+    lines = []
+    for section in ("tokens", "link"):
+        if lines:
+            lines.append("")
+        lines.append("[%s]" % section)
+        for key, value in prov[section].items():  # the schema's order
+            lines.append("%s = %s" % (key, '"%s"' % value if isinstance(value, str) else value))
+    return lines

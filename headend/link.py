@@ -115,6 +115,8 @@ class HeadEnd:
         self.protocol = protocol
         self.session_expiry_s = session_expiry_s
         self._worker = threading.Thread(target=self._work, daemon=True)
+        self._states = {}  # meter -> state messages recorded so far (wait_state)
+        self._state_cv = threading.Condition()
 
     def start(self, timeout=10.0):
         """Connect, subscribe to the fleet, start the network thread."""
@@ -184,6 +186,20 @@ class HeadEnd:
             return
         if self.shadow is not None:
             self.shadow.record(meter_id, leaf, fields, int(time.time()))
+        if leaf == topics.STATE:
+            with self._state_cv:
+                self._states[meter_id] = self._states.get(meter_id, 0) + 1
+                self._state_cv.notify_all()
+
+    def states_seen(self, meter_id):
+        """How many state messages of ``meter_id`` were recorded so far (for ``wait_state``)."""
+        with self._state_cv:
+            return self._states.get(meter_id, 0)
+
+    def wait_state(self, meter_id, seen, timeout):
+        """Wait up to ``timeout`` s until more than ``seen`` state messages of ``meter_id`` were recorded."""
+        with self._state_cv:
+            return self._state_cv.wait_for(lambda: self._states.get(meter_id, 0) > seen, timeout)
 
     def expect(self, ref):
         """Start waiting for the ack of ``ref`` (before publishing it)."""
@@ -216,13 +232,35 @@ class HeadEnd:
         return self.shadow.ledger
 
     def _push(self, meter_id, seq, token, wait, wall):
+        ref, t0 = self._send(meter_id, seq, token, wall)
+        ack = self.wait_ack(ref, wait) if wait else None
+        return ref, ack, time.perf_counter() - t0
+
+    def _send(self, meter_id, seq, token, wall):
+        # Publish once (QoS 1): a meter offline now never gets it (meters
+        # use clean sessions and nothing here re-sends).
         ref = ledger_ref("mqtt", seq)
         topic, payload = self.fleet.seal_token(meter_id, seq, token, ref, wall)
         self.expect(ref)
         t0 = time.perf_counter()
         self.publish(topic, payload)
-        ack = self.wait_ack(ref, wait) if wait else None
-        return ref, ack, time.perf_counter() - t0
+        return ref, t0
+
+    def send_command(self, meter_id, name, args, wall=None, operator=None):
+        """Issue command ``name`` through the ledger and publish it; its ref (collect with ``wait_acks``)."""
+        wall = int(time.time()) if wall is None else wall
+        seq, token = vend.command(self.ledger, self.fleet.master, meter_id, name, args, wall, operator=operator)
+        return self._send(meter_id, seq, token, wall)[0]
+
+    def wait_acks(self, refs, timeout):
+        """``{ref: ack fields}`` of those of ``refs`` answered within ``timeout`` seconds in all."""
+        deadline = time.monotonic() + timeout
+        out = {}
+        for ref in refs:
+            ack = self.wait_ack(ref, max(0.0, deadline - time.monotonic()))
+            if ack is not None:
+                out[ref] = ack
+        return out
 
     def push_topup(self, meter_id, amount, wait=10.0, wall=None, operator=None):
         """Vend ``amount`` minor units to ``meter_id`` and wait for its ack.
@@ -234,6 +272,12 @@ class HeadEnd:
         """
         wall = int(time.time()) if wall is None else wall
         seq, token = vend.topup(self.ledger, self.fleet.master, meter_id, amount, wall, operator=operator)
+        return self._push(meter_id, seq, token, wait, wall)
+
+    def push_revend(self, meter_id, refused_ref, wait=10.0, wall=None, operator=None):
+        """Pay out again the credit of top-up ``refused_ref`` the meter refused (see ``vend.revend``)."""
+        wall = int(time.time()) if wall is None else wall
+        seq, token = vend.revend(self.ledger, self.fleet.master, meter_id, refused_ref, wall, operator=operator)
         return self._push(meter_id, seq, token, wait, wall)
 
     def push_command(self, meter_id, name, args, wait=10.0, wall=None, operator=None):

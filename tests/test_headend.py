@@ -28,8 +28,7 @@ def master(tmp_path):
 
 def device(master_path, meter=METER, divider=1):
     prov = keys.provision(keys.load_master(master_path), meter, 0, divider)
-    prov.pop("link_key")
-    return TokenGuard.from_config(meter, config.validate(prov, SCHEMA))
+    return TokenGuard.from_config(meter, config.validate(prov["tokens"], SCHEMA))
 
 
 def test_parse_amount():
@@ -132,22 +131,21 @@ def test_sequences_never_reused_across_restarts_and_writers(tmp_path, master):
     assert len(Ledger(path).tokens(METER)) == 39
 
 
-def test_batch_reports_each_meter(tmp_path, master):
-    m = keys.load_master(master)
-    led = Ledger(":memory:")
-    text = "meter_id,name\n000000000001,a\n\n000000000002,b\nbad,c\n000000000001,d\n,e\n"
-    rows = batch.run(led, m, text, "set_mode", {"mode": "prepaid"}, T0)
-    assert [(r["meter_id"], r["status"]) for r in rows] == [
-        ("000000000001", "issued"),
-        ("000000000002", "issued"),
-        ("bad", "rejected"),
-        ("000000000001", "rejected"),
-        ("", "rejected"),
-    ]
-    g = device(master, "000000000002")
-    code, t = g.check(binascii.unhexlify(rows[1]["token"]), T0)
-    assert code == results.ACCEPTED and t.command == "set_mode" and t.args == {"mode": "prepaid"}
+def test_batch_checks_every_row_and_the_command_before_anything_is_issued():
+    text = "meter_id,name\n000000000001,a\n\n000000000002,b\n"
+    assert batch.plan(text) == [(2, "000000000001"), (4, "000000000002")]
     assert batch.read_meter_ids("000000000001\n000000000002\n") == [(1, "000000000001"), (2, "000000000002")]
+    for bad, why in (("meter_id\n000000000001\nbad\n", "line 3"), ("000000000001\n000000000001\n", "already on line 1"),
+                     ("meter_id\n", "no meter ids")):
+        with pytest.raises(ValueError, match=why):
+            batch.plan(bad)
+    # The core's own rules: what the meter would answer bad_argument is refused here.
+    assert batch.check_command("set_mode", {"mode": "postpaid"}) is None
+    assert batch.check_command("force_on", {"seconds": 60}) is None
+    assert batch.check_command("set_limits", {"alarm1": 5}) is None
+    for name, args in (("set_mode", {}), ("set_mode", {"mode": "free"}), ("force_on", {"seconds": -5}),
+                       ("set_limits", {"alarm1": 5, "alarm2": 6}), ("set_credit", {}), ("explode", {})):
+        assert batch.check_command(name, args) is not None, (name, args)
 
 
 def run_cli(capsys, *argv):
@@ -163,7 +161,8 @@ def test_cli_end_to_end(tmp_path, capsys):
     assert run_cli(capsys, "keys", "init", *common)[0] == 0
     code, out, _ = run_cli(capsys, "keys", "derive", "--meter", METER, "--json", *common)
     prov = json.loads(out)
-    assert code == 0 and len(prov["key"]) == 64 and prov["revision"] == 0
+    assert code == 0 and len(prov["tokens"]["key"]) == 64 and prov["tokens"]["revision"] == 0
+    assert len(prov["link"]["key"]) == 64
     code, out, _ = run_cli(capsys, "vend", "--meter", METER, "--amount", "50.00", "--json", "--ledger", lg, *common)
     v = json.loads(out)
     assert code == 0 and v["amount"] == 500000 and v["seq"] == 1
@@ -182,14 +181,15 @@ def test_cli_end_to_end(tmp_path, capsys):
     code, out, _ = run_cli(capsys, "token", "decode", k["digits"], "--meter", METER, "--json", *common)
     assert json.loads(out)["amount"] == 50000
     code, out, _ = run_cli(capsys, "token", "decode", k["digits"], "--meter", METER, "--json",
-                           "--key", prov["keypad_key"])
+                           "--meter-key", prov["tokens"]["keypad_key"])
     assert json.loads(out)["result"] == "accepted"
     csv_path = tmp_path / "meters.csv"
     csv_path.write_text("meter_id\n000000000001\n000000000003\nnope\n")
-    code, out, _ = run_cli(capsys, "batch", "--csv", str(csv_path), "--command", "set_mode", "--arg", "mode=prepaid",
-                           "--ledger", lg, "--out", str(tmp_path / "r.csv"), *common)
-    assert code == 1 and "2 issued, 1 rejected" in out
-    assert "nope" in (tmp_path / "r.csv").read_text()
+    before = Ledger(lg).tokens()
+    code, out, err = run_cli(capsys, "batch", "--csv", str(csv_path), "--command", "set_mode", "--arg", "mode=prepaid",
+                             "--ledger", lg, "--out", str(tmp_path / "r.csv"), *common)
+    assert code == 2 and "--csv" in err and "line 4" in err
+    assert Ledger(lg).tokens() == before and not (tmp_path / "r.csv").exists()  # nothing issued, nothing written
 
 
 @pytest.mark.parametrize(
@@ -205,8 +205,8 @@ def test_cli_end_to_end(tmp_path, capsys):
         (["vend", "--meter", METER, "--amount", "996", "--keypad"], "--amount"),
         (["keys", "derive", "--meter", METER, "--revision", "-1"], "--revision"),
         (["token", "decode", "zz", "--meter", METER], "token"),
-        (["token", "decode", "123456789", "--meter", METER, "--key", "00"], "--key"),
-        (["batch", "--csv", "/nonexistent.csv", "--command", "set_mode"], "--csv"),
+        (["token", "decode", "123456789", "--meter", METER, "--meter-key", "00"], "--meter-key"),
+        (["batch", "--csv", "/nonexistent.csv", "--command", "set_mode", "--arg", "mode=prepaid"], "--csv"),
         (["batch", "--csv", "x.csv", "--command", "explode"], "--command"),
         (["batch", "--csv", "x.csv", "--command", "set_mode", "--arg", "novalue"], "--arg"),
     ],
@@ -234,7 +234,7 @@ def test_cli_vends_restricted_keypad_tokens_the_reference_decodes(tmp_path, caps
     mk = str(tmp_path / "m.key")
     lg = str(tmp_path / "l.db")
     assert run_cli(capsys, "keys", "init", "--master", mk)[0] == 0
-    prov = json.loads(run_cli(capsys, "keys", "derive", "--meter", METER, "--json", "--master", mk)[1])
+    prov = json.loads(run_cli(capsys, "keys", "derive", "--meter", METER, "--json", "--master", mk)[1])["tokens"]
     for extended, length in ((False, 15), (True, 20)):
         argv = ["vend", "--meter", METER, "--amount", "7.00", "--keypad", "--restricted", "--json", "--ledger", lg, "--master", mk]
         code, out, _ = run_cli(capsys, *(argv + (["--extended"] if extended else [])))

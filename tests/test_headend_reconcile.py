@@ -21,10 +21,16 @@ T0 = 1_700_000_000
 class Feed:
     """Builds opened meter messages as headend.link.Fleet.open returns them."""
 
-    def __init__(self, shadow):
+    def __init__(self, shadow, epoch=7, birth=True):
         self.shadow = shadow
         self.q = 0
         self.rseq = 0
+        self.epoch = epoch
+        if birth:
+            self.birth(T0 - 1)
+
+    def birth(self, t, n=0):
+        self.shadow.record(MID, "birth", {"t": t, "b": {"epoch": self.epoch, "last_q": self.q, "n": n}}, t)
 
     def _send(self, leaf, body, t, q=None):
         if q is None:
