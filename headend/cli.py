@@ -357,12 +357,12 @@ def _batch(args):
         for line, meter_id in rows:
             ref = head.send_command(meter_id, name, cargs, wall, operator="batch")
             out.append({"line": line, "meter_id": meter_id, "ref": ref, "result": "pending", "balance": None})
-        acks = head.wait_acks([r["ref"] for r in out], timeout)
+        acks = head.wait_acks([(r["meter_id"], r["ref"]) for r in out], timeout)
     finally:
         head.stop()
         shadow.close()
     for r in out:
-        ack = acks.get(r["ref"])
+        ack = acks.get((r["meter_id"], r["ref"]))
         if ack is not None:
             r["result"] = ack["b"].get("code")
             bal = ack["b"].get("bal")

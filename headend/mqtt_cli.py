@@ -107,7 +107,6 @@ def _push(args):
         return code
     head = conn.head
     try:
-        seen = head.states_seen(meter)
         if args.revend is not None:
             try:
                 ref, ack, secs = head.push_revend(meter, args.revend, wait=wait)
@@ -117,7 +116,10 @@ def _push(args):
         else:
             ref, ack, secs = head.push_topup(meter, amount, wait=wait)
         if ack is not None and ack["b"].get("code") == "accepted":
-            head.wait_state(meter, seen, STATE_WAIT_S)  # so pmeter status shows the relay it led to
+            # The meter publishes its state with the ack: have it in the
+            # shadow, so pmeter status shows the balance and relay it led to.
+            bal = ack["b"].get("bal")
+            head.wait_state(meter, lambda body: body.get("bal") == bal, STATE_WAIT_S)
     finally:
         conn.stop()
     out = {"meter": meter, "ref": ref, "amount": amount, "code": None, "balance": None, "latency_ms": None,
