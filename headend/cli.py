@@ -94,7 +94,8 @@ def _int(value, arg, low, high):
     return n
 
 
-def _meter(value):
+def meter_arg(value):
+    """``--meter``: a 12-digit meter id; BadInput otherwise."""
     try:
         return check_meter_id(value)
     except ValueError as e:
@@ -149,7 +150,7 @@ def cmd_keys_derive(args):
 
 
 def _keys_derive(args):
-    meter = _meter(args.meter)
+    meter = meter_arg(args.meter)
     rev = _int(args.revision, "--revision", 0, 0xFFFFFFFF)
     div = _divider(args.divider)
     prov = keys.provision(Settings(args).master(), meter, rev, div)
@@ -163,12 +164,8 @@ def cmd_vend(args):
 
 
 def _vend(args):
-    meter = _meter(args.meter)
-    if (args.amount is None) == (args.revend is None):
-        raise BadInput("--amount", "give either --amount or --revend REF")
-    amount = None
-    if args.amount is not None:
-        amount = amount_arg(args.amount)
+    meter = meter_arg(args.meter)
+    amount = amount_or_revend(args)
     ttl = _int(args.ttl, "--ttl", 60, MAX_TTL)
     div = _divider(args.divider)
     if (args.extended or args.set or args.restricted) and not args.keypad:
@@ -208,6 +205,13 @@ def _vend(args):
     return 0
 
 
+def amount_or_revend(args):
+    """The ``--amount`` in minor units, or None with ``--revend``; BadInput unless exactly one is given."""
+    if (args.amount is None) == (args.revend is None):
+        raise BadInput("--amount", "give either --amount or --revend REF")
+    return amount_arg(args.amount) if args.amount is not None else None
+
+
 def amount_arg(text, arg="--amount"):
     """Money in CNY ("50.00") as minor units, at most one token's worth; BadInput naming ``arg``."""
     try:
@@ -226,7 +230,7 @@ def cmd_token_decode(args):
 
 
 def _token_decode(args):
-    meter = _meter(args.meter)
+    meter = meter_arg(args.meter)
     rev = _int(args.revision, "--revision", 0, 0xFFFFFFFF)
     count = _int(args.count, "--count", 0, 1 << 40)
     div = _divider(args.divider)
@@ -339,18 +343,11 @@ def _batch(args):
         raise BadInput("--csv", "%s: %s" % (args.csv, e))
     if args.out:
         _writable_file(args.out, "--out")
-    st = Settings(args)
-    master = st.master()
-    host, port, tls, client_id = st.broker()
-    shadow = st.shadow()
-    from .link import Fleet, HeadEnd
-
-    head = HeadEnd(Fleet(master), shadow, host, port, tls=tls, client_id=client_id)
-    try:
-        head.start()
-    except Exception as e:  # nothing was issued yet
-        shadow.close()
-        return options.fail("cannot reach the broker at %s:%d: %s (nothing issued)" % (host, port, e), 1)
+    conn = options.Connection(Settings(args))
+    code = conn.start()
+    if code is not None:
+        return code
+    head = conn.head
     out = []
     try:
         wall = int(time.time())
@@ -359,8 +356,7 @@ def _batch(args):
             out.append({"line": line, "meter_id": meter_id, "ref": ref, "result": "pending", "balance": None})
         acks = head.wait_acks([(r["meter_id"], r["ref"]) for r in out], timeout)
     finally:
-        head.stop()
-        shadow.close()
+        conn.stop()
     for r in out:
         ack = acks.get((r["meter_id"], r["ref"]))
         if ack is not None:

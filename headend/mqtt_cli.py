@@ -13,7 +13,8 @@ Exit codes: 0 accepted/ok, 1 refused by the meter or no answer, 2 bad input.
 import json
 import time
 
-from . import check_meter_id, format_amount, options
+from . import format_amount, options
+from .cli import amount_or_revend, meter_arg
 from .options import BadInput, Settings
 
 STATE_WAIT_S = 2.0  # after an accepted ack, how long push waits for the meter's new state
@@ -49,41 +50,8 @@ def register(subparsers):
     r.set_defaults(handler=cmd_restore)
 
 
-def _meter(text):
-    try:
-        return check_meter_id(text)
-    except ValueError as e:
-        raise BadInput("--meter", str(e))
-
-
 def _cny(minor):
     return "%s CNY" % format_amount(minor) if isinstance(minor, int) and not isinstance(minor, bool) else "unknown"
-
-
-class _Connected:
-    """A started ``HeadEnd`` on the resolved options; the shadow is the ledger file's."""
-
-    def __init__(self, st):
-        from .link import Fleet, HeadEnd
-
-        key = st.master()  # also opens what the meters send
-        host, port, tls, client_id = st.broker()
-        self.where = "%s:%d" % (host, port)
-        self.shadow = st.shadow()
-        self.head = HeadEnd(Fleet(key), self.shadow, host, port, tls=tls, client_id=client_id)
-
-    def start(self):
-        """None, or the exit code after a message when the broker cannot be reached."""
-        try:
-            self.head.start()
-        except Exception as e:
-            self.shadow.close()
-            return options.fail("cannot reach the broker at %s: %s (nothing vended or sent)" % (self.where, e), 1)
-        return None
-
-    def stop(self):
-        self.head.stop()
-        self.shadow.close()
 
 
 def cmd_push(args):
@@ -92,16 +60,12 @@ def cmd_push(args):
 
 
 def _push(args):
-    from .cli import amount_arg
-
-    meter = _meter(args.meter)
-    if (args.amount is None) == (args.revend is None):
-        raise BadInput("--amount", "give either --amount or --revend REF")
-    amount = amount_arg(args.amount) if args.amount is not None else None
+    meter = meter_arg(args.meter)
+    amount = amount_or_revend(args)
     wait = options.timeout(args.timeout) if args.wait else 0
     if not args.wait:
         options.timeout(args.timeout)  # checked even when unused: a typo is still an error
-    conn = _Connected(Settings(args))
+    conn = options.Connection(Settings(args))
     code = conn.start()
     if code is not None:
         return code
@@ -163,11 +127,11 @@ def _age(now, t):
 
 
 def _status(args):
-    meter = _meter(args.meter) if args.meter is not None else None
+    meter = meter_arg(args.meter) if args.meter is not None else None
     st = Settings(args)
     if args.refresh:
         st.ledger_path(create=False)
-        conn = _Connected(st)
+        conn = options.Connection(st)
         code = conn.start()
         if code is not None:
             return code
@@ -218,7 +182,7 @@ def cmd_restore(args):
 
 
 def _restore(args):
-    meter = _meter(args.meter)
+    meter = meter_arg(args.meter)
     wait = options.timeout(args.timeout)
     st = Settings(args)
     shadow = st.shadow(create=False)
@@ -239,7 +203,7 @@ def _restore(args):
             print(text)
             print("not sent: add --yes to set the meter's balance to %s" % _cny(plan["amount"]))
         return 0
-    conn = _Connected(st)
+    conn = options.Connection(st)
     code = conn.start()
     if code is not None:
         return code

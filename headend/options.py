@@ -176,19 +176,18 @@ class Settings:
         """Open the ledger (``headend.ledger.Ledger``); BadInput naming it if it cannot be used."""
         from .ledger import Ledger
 
-        path = self.ledger_path(create)
-        try:
-            return Ledger(path)
-        except sqlite3.Error as e:
-            raise BadInput(self.source("ledger"), database_problem(path, e))
+        return self._open(Ledger, create)
 
     def shadow(self, create=True):
         """Open the shadow, kept in the ledger file; BadInput naming it if it cannot be used."""
         from .shadow import Shadow
 
+        return self._open(Shadow, create)
+
+    def _open(self, cls, create):
         path = self.ledger_path(create)
         try:
-            return Shadow(path)
+            return cls(path)
         except sqlite3.Error as e:
             raise BadInput(self.source("ledger"), database_problem(path, e))
 
@@ -237,6 +236,36 @@ class Settings:
                 key = self.existing_file("key", "client key")
             tls = TLS(ca, cert, key)
         return host.strip("[]"), int(port), tls, client_id
+
+
+class Connection:
+    """A ``HeadEnd`` on the resolved options (``Settings``), its shadow the ledger file's.
+
+    Everything is checked when it is made; ``start()`` connects.
+    """
+
+    def __init__(self, st):
+        from .link import Fleet, HeadEnd
+
+        key = st.master()  # also opens what the meters send
+        host, port, tls, client_id = st.broker()
+        self.where = "%s:%d" % (host, port)
+        self.shadow = st.shadow()
+        self.head = HeadEnd(Fleet(key), self.shadow, host, port, tls=tls, client_id=client_id)
+
+    def start(self):
+        """None, or the exit code after a message when the broker cannot be reached (nothing sent)."""
+        try:
+            self.head.start()
+        except Exception as e:
+            self.shadow.close()
+            return fail("cannot reach the broker at %s: %s (nothing vended or sent)" % (self.where, e), 1)
+        return None
+
+    def stop(self):
+        """Disconnect, with everything received in the shadow, and close it."""
+        self.head.stop()
+        self.shadow.close()
 
 
 def database_problem(path, error):

@@ -9,11 +9,11 @@ import os
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
 from mosquitto import make_pki, shipped_tls
+from test_link_restore import DeviceAgent
 
 from agent import results
 from agent.device import Device
@@ -52,6 +52,8 @@ class LiveMeter:
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
 
+    wait = staticmethod(DeviceAgent.wait)  # polls a condition, 5 s at most
+
     @property
     def meter(self):
         return self.device.meter
@@ -63,7 +65,7 @@ class LiveMeter:
 
     def start(self):
         self.thread.start()
-        assert wait(lambda: self.transport.connected)
+        assert self.wait(lambda: self.transport.connected)
         return self
 
     def halt(self):
@@ -71,15 +73,6 @@ class LiveMeter:
             self.stop.set()
             self.thread.join(5)
             self.transport.close()
-
-
-def wait(cond, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 @pytest.fixture
@@ -145,7 +138,7 @@ def test_batch_delivers_to_every_online_meter_and_lists_the_offline_one_as_pendi
 def test_push_then_status_shows_what_the_meter_reported_in_cny_with_ages(rig):
     tmp, broker, pki, start = rig
     a = start(M1)
-    assert wait(lambda: a.meter.relay_state == "tripped_arrears")  # no credit: cut
+    assert a.wait(lambda: a.meter.relay_state == "tripped_arrears")  # no credit: cut
     code, out, err = pmeter(tmp, "push", "--meter", M1, "--amount", "51.9986", "--wait")
     assert code == 0, err
     assert "accepted: balance 51.9986 CNY" in out
