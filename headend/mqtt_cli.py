@@ -161,7 +161,7 @@ def _status_text(row, now):
     energy = st.get("wh")
     lines = [
         "meter %s" % row["meter"],
-        "  status   %-22s (%s)" % (row["status"] or "unknown", _age(now, row["status_t"])),
+        "  status   %-22s (received %s)" % (row["status"] or "unknown", _age(now, row["status_t"])),
         "  balance  %-22s (state sealed %s)" % (_cny(st.get("bal")), _age(now, row["state_t"])),
         "  relay    %-22s (state sealed %s)" % (st.get("relay") or "unknown", _age(now, row["state_t"])),
         "  energy   %-22s (state sealed %s)" % ("%d Wh" % energy if isinstance(energy, int) else "unknown",

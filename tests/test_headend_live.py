@@ -131,8 +131,13 @@ def test_batch_delivers_to_every_online_meter_and_lists_the_offline_one_as_pendi
                           "--timeout", "2")
     assert code == 1 and "2 accepted, 0 refused, 1 pending" in out and "never receives it" in out
     assert a.meter.payment_mode == "prepaid"
+    # A push to the offline meter says what is true, and claims no later delivery.
+    code, out, err = pmeter(tmp, "push", "--meter", M3, "--amount", "1", "--wait", "--timeout", "1")
+    assert code == 1 and "published once and is not re-sent" in out and "never receives it" in out, (out, err)
+    assert "at most once when it comes back" not in out
     # Every command went through the one ledger.
-    assert [t["command"] for t in Ledger(str(tmp / "pmeter-ledger.sqlite")).tokens(M3)] == ["set_mode"] * 2
+    assert [(t["kind"], t["command"]) for t in Ledger(str(tmp / "pmeter-ledger.sqlite")).tokens(M3)] == [
+        ("command", "set_mode"), ("command", "set_mode"), ("topup", None)]
 
 
 def test_push_then_status_shows_what_the_meter_reported_in_cny_with_ages(rig):
