@@ -249,3 +249,21 @@ def test_cli_vends_restricted_keypad_tokens_the_reference_decodes(tmp_path, caps
         assert code == 0 and json.loads(out)["result"] == "accepted"
     code, _, err = run_cli(capsys, "vend", "--meter", METER, "--amount", "7.00", "--restricted", "--ledger", lg, "--master", mk)
     assert code == 2 and "--restricted" in err
+
+
+def test_keys_derive_prints_tables_that_paste_into_the_agent_config(tmp_path, capsys):
+    """What `pmeter keys derive` prints, pasted as is, is a valid agent config
+    section by section (no unknown key), and holds the keys the head-end uses."""
+    from agent import settings
+    from headend.link import Fleet
+
+    mk = str(tmp_path / "m.key")
+    keys.init_master(mk)
+    code, out, _ = run_cli(capsys, "keys", "derive", "--meter", METER, "--master", mk)
+    assert code == 0
+    text = '[meter]\nid = "%s"\n\n%s\n[mqtt]\nhost = "127.0.0.1"\nca = "ca.pem"\n' % (METER, out)
+    cfg = settings.validate(settings.parse(text))
+    fleet = Fleet(keys.load_master(mk))
+    assert cfg["tokens"]["key"] == fleet.meter_key(METER).hex()
+    assert cfg["link"]["key"] == fleet.link_key(METER).hex()
+    assert cfg["tokens"]["keypad_key"] == keys.keypad_key(keys.load_master(mk), METER).hex()
