@@ -267,3 +267,33 @@ def test_keys_derive_prints_tables_that_paste_into_the_agent_config(tmp_path, ca
     assert cfg["tokens"]["key"] == fleet.meter_key(METER).hex()
     assert cfg["link"]["key"] == fleet.link_key(METER).hex()
     assert cfg["tokens"]["keypad_key"] == keys.keypad_key(keys.load_master(mk), METER).hex()
+
+
+def test_options_come_from_flag_then_environment_then_config_file_then_default(tmp_path, monkeypatch):
+    import argparse
+
+    from headend import options
+
+    for k in list(os.environ):
+        if k.startswith("PMETER_"):
+            monkeypatch.delenv(k)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc" / "headend.toml").write_text(
+        '[broker]\nurl = "mqtt://broker.example:1884"\n[keys]\nmaster = "master.key"\n[ledger]\npath = "l.db"\n')
+
+    def settings(*argv):
+        p = argparse.ArgumentParser()
+        options.add(p, ["master", "ledger"] + list(options.BROKER))
+        return options.Settings(p.parse_args(list(argv)))
+
+    st = settings("--config", "etc/headend.toml")
+    # Paths in the file are relative to the file.
+    assert st.get("master") == str(tmp_path / "etc" / "master.key") and st.get("ledger") == str(tmp_path / "etc" / "l.db")
+    assert st.broker()[:3] == ("broker.example", 1884, None) and st.get("client_id") == "headend-cli"
+    monkeypatch.setenv("PMETER_LEDGER", "env.db")
+    assert settings("--config", "etc/headend.toml").get("ledger") == "env.db"
+    assert settings("--config", "etc/headend.toml", "--ledger", "flag.db").get("ledger") == "flag.db"
+    assert settings().get("master") == "pmeter-master.key"  # no file here: the default
+    monkeypatch.setenv("PMETER_HEADEND_CONFIG", "etc/headend.toml")
+    assert settings().get("broker") == "mqtt://broker.example:1884"
