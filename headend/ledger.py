@@ -127,6 +127,9 @@ class Ledger:
         where ``used`` is the sequence/count the token really took (keypad
         tokens may skip a count for parity).  One IMMEDIATE transaction: no
         other writer can take the same number.  Returns (used, token_text).
+        With ``revend_of`` (a reference), the token pays out again that
+        refused top-up: its amount is taken from it, checked in the same
+        transaction (ValueError unless refused and not re-vended yet).
         """
         with self.lock:
             return self._issue(meter_id, channel, make, fields)

@@ -159,13 +159,14 @@ def _status_text(row, now):
     st = row["state"] or {}
     rec = row["reconcile"]
     energy = st.get("wh")
+    when = ("state sealed %s" % _age(now, row["state_t"])) if row["state"] else "no state received yet"
     lines = [
         "meter %s" % row["meter"],
-        "  status   %-22s (received %s)" % (row["status"] or "unknown", _age(now, row["status_t"])),
-        "  balance  %-22s (state sealed %s)" % (_cny(st.get("bal")), _age(now, row["state_t"])),
-        "  relay    %-22s (state sealed %s)" % (st.get("relay") or "unknown", _age(now, row["state_t"])),
-        "  energy   %-22s (state sealed %s)" % ("%d Wh" % energy if isinstance(energy, int) else "unknown",
-                                              _age(now, row["state_t"])),
+        "  status   %-22s (%s)" % (row["status"] or "unknown",
+                                   "received %s" % _age(now, row["status_t"]) if row["status"] else "none received yet"),
+        "  balance  %-22s (%s)" % (_cny(st.get("bal")), when),
+        "  relay    %-22s (%s)" % (st.get("relay") or "unknown", when),
+        "  energy   %-22s (%s)" % ("%d Wh" % energy if isinstance(energy, int) else "unknown", when),
         "  issued   %s, applied %s, pending %s" % (_cny(rec["issued"]), _cny(rec["applied"]),
                                                    ", ".join(rec["pending"]) or "none"),
         "  last heard from %s" % _age(now, row["seen"]),
