@@ -99,9 +99,20 @@ def _push(args):
         print(_no_ack(meter, wait, ref))
     else:
         print("%s %s: balance %s, round trip %.1f ms" % (ref, out["code"], _cny(out["balance"]), secs * 1000))
+        if out["code"] != "accepted":
+            print(_refusal_hint(meter, ref, out["code"]))
     if not args.wait:
         return 0
     return 0 if out["code"] == "accepted" else 1
+
+
+def _refusal_hint(meter, ref, code):
+    if code == "already_used":
+        return ("ALARM: the meter had already used the sequence of %s for another token (a lost or replaced "
+                "ledger?): this credit was NOT applied. Re-vend it: pmeter push --meter %s --revend %s --wait"
+                % (ref, meter, ref))
+    return ("the credit was not applied; once the meter can take it: pmeter push --meter %s --revend %s --wait"
+            % (meter, ref))
 
 
 def _no_ack(meter, wait, ref):

@@ -219,17 +219,20 @@ def test_a_replaced_ledger_never_loses_a_paid_topup_silently(rig):
     res = json.loads(out)
     assert code == 1 and res["code"] == results.ALREADY_USED and res["ref"] == "mqtt:1", (out, err)
     assert a.meter.balance == 300000
+    code, out, _ = pmeter(tmp, "push", "--meter", M1, "--amount", "5", "--wait", env=new)
+    assert code == 1 and "ALARM" in out and "NOT applied" in out and "--revend mqtt:2" in out, out
     # Paid and never applied: an alarm, not silence.
-    assert _problems(tmp, M1, new) == ["sequence_reused"]
+    assert _problems(tmp, M1, new) == ["sequence_reused", "sequence_reused"]
     # The meter reconnects: its birth tells the head-end the highest sequence it used.
     a.halt()
     a = start(M1)
-    assert _problems(tmp, M1, new, refresh=True) == ["ledger_behind", "sequence_reused"]
+    assert _problems(tmp, M1, new, refresh=True) == ["sequence_reused", "sequence_reused"]  # 2 used, 2 issued
     code, out, err = pmeter(tmp, "push", "--meter", M1, "--amount", "5", "--wait", "--json", env=new)
     res = json.loads(out)
     assert code == 0 and res["code"] == results.ACCEPTED and res["ref"] == "mqtt:3", (out, err)
-    # The lost top-up is paid out again, once, and the alarm is resolved.
-    code, out, err = pmeter(tmp, "push", "--meter", M1, "--revend", "mqtt:1", "--wait", "--json", env=new)
-    assert code == 0 and json.loads(out)["code"] == results.ACCEPTED, (out, err)
-    assert a.meter.balance == 400000
+    # The lost top-ups are paid out again, once each, and the alarms are resolved.
+    for ref in ("mqtt:1", "mqtt:2"):
+        code, out, err = pmeter(tmp, "push", "--meter", M1, "--revend", ref, "--wait", "--json", env=new)
+        assert code == 0 and json.loads(out)["code"] == results.ACCEPTED, (out, err)
+    assert a.meter.balance == 450000
     assert _problems(tmp, M1, new) == []
