@@ -67,7 +67,8 @@ def add(p, names):
                    % DEFAULT_CONFIG)
     for name in names:
         flag, env, (section, key), default = OPTIONS[name]
-        p.add_argument(flag, dest=name, help="%s [%s; %s.%s; default %s]" % (HELP[name], env, section, key, default))
+        p.add_argument(flag, dest=name, help="%s [%s; %s.%s; default %s]" % (HELP[name], env, section, key,
+                                                                           default or "none"))
 
 
 def _config_path(args):
