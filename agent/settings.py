@@ -46,7 +46,7 @@ AGENT_FIELDS = {
 
 def _hex64(value):
     if len(value) != 64:
-        return "must be 64 hex digits (pmeter keys derive prints it as link_key), got %d characters" % len(value)
+        return "must be 64 hex digits (pmeter keys derive writes it as [link] key), got %d characters" % len(value)
     for ch in value:
         if ch not in "0123456789abcdefABCDEF":
             return "must be hex digits (0-9, a-f)"

@@ -8,7 +8,6 @@ nothing for another.
 """
 
 import binascii
-import json
 import os
 import stat
 
@@ -82,28 +81,37 @@ def link_key(master, meter_id, revision):
 
 
 def provision(master, meter_id, revision=0, divider=1):
-    """The device's ``tokens`` config section (plus its link key) as a dict."""
+    """The meter's key material as its agent config expects it: a dict of the
+    ``tokens`` table and the ``link`` table (``{"tokens": {...}, "link": {"key": ...}}``)."""
     kk = keypad_key(master, meter_id)
     return {
-        "key": binascii.hexlify(meter_key(master, meter_id, revision)).decode(),
-        "revision": revision,
-        "keypad_key": binascii.hexlify(kk).decode(),
-        "keypad_starting_code": keypad.Chain(kk).start,
-        "keypad_divider": divider,
-        "link_key": binascii.hexlify(link_key(master, meter_id, revision)).decode(),
+        "tokens": {
+            "key": binascii.hexlify(meter_key(master, meter_id, revision)).decode(),
+            "revision": revision,
+            "keypad_key": binascii.hexlify(kk).decode(),
+            "keypad_starting_code": keypad.Chain(kk).start,
+            "keypad_divider": divider,
+        },
+        "link": {"key": binascii.hexlify(link_key(master, meter_id, revision)).decode()},
     }
 
 
-TOKEN_FIELDS = ("key", "revision", "keypad_key", "keypad_starting_code", "keypad_divider")
+def provision_toml(prov):
+    """``provision``'s tables as TOML lines (the agent's keys file, ``agent.keys``)."""
+    lines = []
+    for section in ("tokens", "link"):
+        if lines:
+            lines.append("")
+        lines.append("[%s]" % section)
+        for key, value in prov[section].items():  # the schema's order
+            lines.append("%s = %s" % (key, '"%s"' % value if isinstance(value, str) else value))
+    return lines
 
 
 def keys_file_text(meter_id, prov):
     """The meter's keys file (the agent's ``agent.keys``, TOML) for a ``provision`` dict."""
     lines = [
-        "# Keys of meter %s at key revision %d: the agent's keys file (agent.keys)." % (meter_id, prov["revision"]),
+        "# Keys of meter %s at key revision %d: the agent's keys file (agent.keys)." % (meter_id, prov["tokens"]["revision"]),
         "# Whoever holds it can mint this meter's tokens: mode 0600, owned by the agent's user.",
-        "[tokens]",
     ]
-    lines += ["%s = %s" % (k, json.dumps(prov[k])) for k in TOKEN_FIELDS]
-    lines += ["", "[link]", "key = %s" % json.dumps(prov["link_key"])]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + provision_toml(prov)) + "\n"

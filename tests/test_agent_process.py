@@ -40,6 +40,7 @@ def rig(tmp_path_factory):
     broker.start()
     fleet = Fleet(MASTER)
     (tmp / "master.hex").write_text(MASTER.hex())
+    (tmp / "master.hex").chmod(0o600)
     yield tmp, pki, broker, fleet
     broker.stop()
 
@@ -119,9 +120,9 @@ def _push(rig, amount, shadow):
     tmp, pki, broker, fleet = rig
     out = subprocess.run(
         [PY, "-m", "pmeter", "push", "--meter", MID, "--amount", amount, "--wait", "--json", "--timeout", "10",
-         "--broker", "%s:%d" % (broker.host, broker.tls_port), "--ca", str(pki.ca_cert),
+         "--broker", "mqtts://%s:%d" % (broker.host, broker.tls_port), "--ca", str(pki.ca_cert),
          "--cert", str(pki.client_cert("headend")), "--key", str(pki.client_key("headend")),
-         "--master-key-file", str(tmp / "master.hex"), "--shadow", str(shadow), "--ledger", str(tmp / "ledger.sqlite")],
+         "--master", str(tmp / "master.hex"), "--ledger", str(shadow)],
         cwd=str(ROOT), capture_output=True, text=True, timeout=30)
     assert out.returncode in (0, 1), out.stderr
     return json.loads(out.stdout)
