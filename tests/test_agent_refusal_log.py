@@ -7,7 +7,7 @@ import time
 
 import pytest
 from mosquitto import Broker, make_pki, shipped_tls
-from test_agent_process import Agent, _toml
+from test_agent_process import Agent, _keys_file, _toml
 
 from agent import results
 from agent.tokens import keypad
@@ -31,10 +31,11 @@ def rig(tmp_path):
     cfg = {
         "meter": {"id": MID},
         "account": {"opening_balance": 0, "hoarding": 1000000},  # at most 100 CNY
-        "tokens": {"key": fleet.meter_key(MID).hex(), "keypad_key": KEYPAD_KEY, "keypad_divider": 1},
-        "agent": {"data_dir": str(tmp_path / "data"), "keypad": str(fifo)},
+        "agent": {"data_dir": str(tmp_path / "data"), "keypad": str(fifo),
+                  "keys": _keys_file(tmp_path / "keys.toml", {
+                      "tokens": {"key": fleet.meter_key(MID).hex(), "keypad_key": KEYPAD_KEY, "keypad_divider": 1},
+                      "link": {"key": fleet.link_key(MID).hex()}})},
         "sim": {"load_w": 0},
-        "link": {"key": fleet.link_key(MID).hex()},
         "mqtt": {"host": broker.host, "port": broker.tls_port, "ca": str(pki.ca_cert),
                  "cert": str(pki.client_cert(MID)), "key": str(pki.client_key(MID)), "keepalive_s": 5},
     }

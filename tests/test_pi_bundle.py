@@ -53,8 +53,11 @@ def _wait_for(path, text, proc, timeout=60.0):
 @pytest.mark.slow
 def test_the_pi_bundle_installs_into_a_fresh_venv_and_the_units_command_starts_the_agent(tmp_path):
     out = tmp_path / "bundle"
-    r = subprocess.run(["bash", str(FLASH), "pi", "--out", str(out), "--config", str(ROOT / "hw/systemd/config.example.toml")],
-                       capture_output=True, text=True, timeout=120)
+    keys = tmp_path / "keys.toml"  # the example config names keys/keys.toml
+    keys.write_text('[tokens]\nkey = "%s"\n' % ("00" * 32))
+    keys.chmod(0o600)
+    r = subprocess.run(["bash", str(FLASH), "pi", "--out", str(out), "--config", str(ROOT / "hw/systemd/config.example.toml"),
+                        "--keys", str(keys)], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
     pi = tmp_path / "pi"  # what the Pi unpacks (flash.sh: tar -xzf pmeter-bundle.tar.gz)
     with tarfile.open(out / "pmeter-bundle.tar.gz") as tar:
