@@ -154,7 +154,8 @@ def _marker_legend(rep):
 
     handles = []
     for k, op in enumerate(rep.get("operator_actions", []), 1):
-        handles.append(Line2D([], [], color="tab:purple", linestyle="--", linewidth=1, label="%d: %s (%s)" % (k, op["label"], op["at"])))
+        label = op["label"] if op["at"] in op["label"] else "%s (%s)" % (op["label"], op["at"])
+        handles.append(Line2D([], [], color="tab:purple", linestyle="--", linewidth=1, label="%d: %s" % (k, label)))
     if rep.get("broker_outages"):
         handles.append(Patch(color="tab:orange", alpha=0.35, label="broker outage"))
     return handles
@@ -172,7 +173,9 @@ def _date_axis(ax, rep, daily):
     ax.set_xlim(day_start(rep, 0), day_start(rep, rep["days"]))
     loc = mdates.AutoDateLocator(minticks=4, maxticks=10)
     ax.xaxis.set_major_locator(loc)
-    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(loc, offset_formats=["", "%Y", "%Y", "%Y", "%Y", "%Y"]))
+    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(loc, show_offset=False))
+    first, last = day_start(rep, 0).year, day_start(rep, rep["days"] - 1).year
+    ax.set_xlabel("%d" % first if first == last else "%d-%d" % (first, last), fontsize=8)
 
 
 def figures(rep, daily):
@@ -232,7 +235,7 @@ def figures(rep, daily):
         fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
         tot = rep["totals"]
         _log_hist(axes[0], alarm, tot["alarm_topup_p50_s"], "tab:orange", "alarm 1 -> top-up")
-        _log_hist(axes[1], delays, tot["restore_p50_s"], "tab:green", "top-up -> supply restored", target=RESTORE_TARGET_S)
+        _log_hist(axes[1], delays, tot["restore_p50_s"], "tab:green", "top-up -> supply restored", target=RESTORE_TARGET_S, never=tot["unrestored_topups"])
         fig.tight_layout()
         figs["latencies.png"] = fig
 
@@ -313,7 +316,7 @@ def _timeline(rep, daily, rows, left_out, markers):
         Line2D([], [], marker="X", color="tab:red", linestyle="none", label="relay fault"),
         Line2D([], [], marker="P", color="tab:green", linestyle="none", label="relay repaired"),
     ] + markers
-    ax.legend(handles=handles, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.04 - 0.9 / (len(rows) + 4)), ncol=3)
+    ax.legend(handles=handles, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.1 - 1.2 / (len(rows) + 4)), ncol=3)
     fig.tight_layout()
     return fig
 
@@ -336,43 +339,52 @@ def _cell(row):
 HUMAN_TICKS = ((1, "1 s"), (10, "10 s"), (60, "1 min"), (600, "10 min"), (3600, "1 h"), (DAY_S, "1 d"), (10 * DAY_S, "10 d"), (100 * DAY_S, "100 d"))
 
 
-def log_bins(values, n=30):
+def log_bins(values, n=30, target=None):
     """Bin edges spaced evenly on a log scale over every value (sorted seconds),
-    from the tick at or below the smallest (at least 1 s) to just above the largest.
+    from the tick at or below the smallest (at least 1 s) to just above the
+    largest (or above ``target``, so the target is on the axis).
 
     A latency of 0 s (the relay closed with the top-up) falls in the first bin."""
     lo = 1
     for t, _ in HUMAN_TICKS:
-        if t <= values[0]:
+        if t <= values[0] and (target is None or t <= target):
             lo = t
-    hi = max(values[-1], 2 * lo) * 1.05
+    hi = max(values[-1], 2 * lo, 2 * (target or 0)) * 1.05
     return [lo * (hi / lo) ** (k / float(n)) for k in range(n + 1)]
 
 
-def _log_hist(ax, values, median, color, what, target=None):
+def _log_hist(ax, values, median, color, what, target=None, never=0):
     """The whole distribution of ``values`` (sorted seconds) on a log axis: nothing capped."""
     ax.set_xlabel("%s (log scale)" % what)
     ax.set_ylabel("count")
     if not values:
         ax.text(0.5, 0.5, "none", transform=ax.transAxes, ha="center")
         return
-    bins = log_bins(values)
-    ax.hist([max(v, bins[0]) for v in values], bins=bins, color=color)
+    bins = log_bins(values, target=target)
+    counts = ax.hist([max(v, bins[0]) for v in values], bins=bins, color=color)[0]
     ax.set_xscale("log")
-    ax.set_yscale("log")
+    if max(counts) > 50:
+        ax.set_yscale("log")  # the tail's single cases stay visible beside a tall bar
+    else:
+        from matplotlib.ticker import MaxNLocator
+
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlim(bins[0], bins[-1])
     shown = [t for t in HUMAN_TICKS if bins[0] <= t[0] <= bins[-1]]
     ax.set_xticks([t[0] for t in shown])
     # The first bin also holds what was faster (a relay closed with the top-up: 0 s).
     ax.set_xticklabels([("<= " if values[0] < bins[0] else "") + shown[0][1]] + [t[1] for t in shown[1:]], fontsize=8)
     ax.minorticks_off()
-    worst = values[-1]
-    ax.axvline(max(worst, 1), color="tab:red", linewidth=1)
-    ax.annotate("worst %s" % duration(worst), (max(worst, 1), 1.0), xycoords=("data", "axes fraction"), xytext=(-3, -12), textcoords="offset points", ha="right", color="tab:red", fontsize=8)
+    worst = max(values[-1], bins[0])
+    ax.axvline(worst, color="tab:red", linewidth=1)
+    # The label on the side of the line with room for it.
+    right_half = worst * worst > bins[0] * bins[-1]
+    ax.annotate("worst %s" % duration(values[-1]), (worst, 1.0), xycoords=("data", "axes fraction"), xytext=(-3 if right_half else 3, -12),
+                textcoords="offset points", ha="right" if right_half else "left", color="tab:red", fontsize=8)
     if target is not None:
         ax.axvline(target, color="black", linestyle=":", linewidth=1)
         ax.annotate("target %s" % duration(target), (target, 1.0), xycoords=("data", "axes fraction"), xytext=(3, -24), textcoords="offset points", fontsize=8)
-    ax.set_title("%s: %d, median %s" % (what, len(values), duration(median)), fontsize=9)
+    ax.set_title("%s: %d, median %s%s" % (what, len(values), duration(median), ", %d never" % never if never else ""), fontsize=9)
 
 
 def _plots(directory, rep, daily):
@@ -406,7 +418,7 @@ def _html(directory, rep, pngs):
         ("remote cuts done", rate(tot["remote_cuts_done"], tot["remote_cuts"])),
         ("remote reconnections done", rate(tot["remote_reconnects_done"], tot["remote_reconnects"])),
         ("alarm 1 -> top-up, median / p90", "%s / %s" % (duration(tot["alarm_topup_p50_s"]), duration(tot["alarm_topup_p90_s"]))),
-        ("top-up -> supply restored", "%s (%d restores)" % (restore_figures(tot), tot["restores"]) if tot["restores"] else "n/a"),
+        ("top-up -> supply restored", restore_figures(tot)),
         ("power cuts survived", str(tot["power_cuts"])),
         ("silent relay failures (relay open, should supply)", str(tot["silent_relay_failures"])),
     ]

@@ -470,6 +470,8 @@ class VirtualMeter:
             "relay": "closed" if self.relay.closed else "open",
             "relay_state": s["relay_state"],
             "restore_delays_s": list(self.restore_delays),
+            # A top-up bought while cut whose supply never came back before the end.
+            "unrestored_topups": 0 if self._pending_topup is None else 1,
             "alarm_topup_delays_s": list(self.alarm_delays),
             "remote_ops": list(self.ops),
             "power_cuts": self.power_cuts,
@@ -677,6 +679,7 @@ def report(rows, timeline, meters, days, seed, runtime, t0, scenario=None):
             "restore_p99_s": percentile(delays, 99),
             "restore_max_s": delays[-1] if delays else None,
             "restores": len(delays),
+            "unrestored_topups": sum(r["unrestored_topups"] for r in rows),
             "alarm_topup_p50_s": percentile(alarm_delays, 50),
             "alarm_topup_p90_s": percentile(alarm_delays, 90),
             "alarm_topups": len(alarm_delays),
@@ -768,9 +771,8 @@ def render(rep):
         lines.append("")
     lines.append("Energy %s kWh, charged %s, credited %s." % (kwh(tot["energy_wh"]), money(tot["charged"]), money(tot["credited"])))
     lines.append("Cuts %d, reconnections %d, alarms %d, top-ups %d." % (tot["cuts"], tot["reconnects"], tot["alarms"], tot["topups"]))
-    if tot["restores"]:
-        lines.append("Top-up to supply restored: %s (%d restore%s; the utility's target: %s)." % (
-            restore_figures(tot), tot["restores"], "" if tot["restores"] == 1 else "s", duration(RESTORE_TARGET_S)))
+    if tot["restores"] or tot["unrestored_topups"]:
+        lines.append("Top-up to supply restored: %s (the utility's target: %s)." % (restore_figures(tot), duration(RESTORE_TARGET_S)))
     if rep.get("scenario") or tot["meters"] > 1:
         lines.append(
             "Remote cuts done %s, reconnections done %s (the utility reports 98 %% and 99 %%)."
@@ -810,11 +812,19 @@ RESTORE_TARGET_S = 900  # the utility's target from top-up to supply restored
 
 
 def restore_figures(tot):
-    """Top-up -> restore latency as one string: "median 5 s, p90 ..., worst 345.7 h"."""
-    if tot["restores"] == 1:
-        return duration(tot["restore_max_s"])
-    return "median %s, p90 %s, p99 %s, worst %s" % (
-        duration(tot["restore_p50_s"]), duration(tot["restore_p90_s"]), duration(tot["restore_p99_s"]), duration(tot["restore_max_s"]))
+    """Top-up -> restore latency as one string: "median 5 s, p90 ..., worst 345.7 h (432 restores)",
+    and the top-ups after which the supply never came back."""
+    n = tot["restores"]
+    if n == 1:
+        text = "%s (1 restore)" % duration(tot["restore_max_s"])
+    elif n:
+        text = "median %s, p90 %s, p99 %s, worst %s (%d restores)" % (
+            duration(tot["restore_p50_s"]), duration(tot["restore_p90_s"]), duration(tot["restore_p99_s"]), duration(tot["restore_max_s"]), n)
+    else:
+        text = "no restore"
+    if tot["unrestored_topups"]:
+        text += "; NEVER restored after %d top-up%s" % (tot["unrestored_topups"], "" if tot["unrestored_topups"] == 1 else "s")
+    return text
 
 
 def silent_detail(row):
