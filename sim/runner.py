@@ -812,13 +812,13 @@ RESTORE_TARGET_S = 900  # the utility's target from top-up to supply restored
 
 
 def restore_figures(tot):
-    """Top-up -> restore latency as one string: "median 5 s, p90 ..., worst 345.7 h (432 restores)",
+    """Top-up -> restore latency as one string: "median 5 s, p90 ..., worst 345.7 h over 432 restores",
     and the top-ups after which the supply never came back."""
     n = tot["restores"]
     if n == 1:
-        text = "%s (1 restore)" % duration(tot["restore_max_s"])
+        text = "%s, 1 restore" % duration(tot["restore_max_s"])
     elif n:
-        text = "median %s, p90 %s, p99 %s, worst %s (%d restores)" % (
+        text = "median %s, p90 %s, p99 %s, worst %s over %d restores" % (
             duration(tot["restore_p50_s"]), duration(tot["restore_p90_s"]), duration(tot["restore_p99_s"]), duration(tot["restore_max_s"]), n)
     else:
         text = "no restore"
