@@ -273,26 +273,13 @@ def test_fleet_progress_bar_on_request(capsys):
 # A scenario whose plots have something to show: operator actions, a broker
 # outage, every relay's closing coil breaking at some point (no repair, no
 # feedback contact), so some meters end in the dark with credit.
-FAULTY = """
-name = "reports"
-[run]
-meters = 6
-days = 40
-seed = 3
-[customers]
-waits_for_cut = 1
-[[operator]]
-label = "one to postpaid"
-at = "2026-01-10 09:00"
-command = "set_mode"
-args = { mode = "postpaid" }
-meters = [1]
-[[operator]]
-at = "2026-01-20 09:00"
-command = "guarantee_on"
+FAULTY = SMALL.replace('name = "small"', 'name = "reports"').replace("meters = 4\n", "meters = 6\n").replace(
+    '[[operator]]\nat = "2026-01-10 09:00"', '[[operator]]\nlabel = "one to postpaid"\nat = "2026-01-10 09:00"') + """
 [[operator]]
 at = "2026-01-24 09:00"
 command = "guarantee_off"
+[customers]
+waits_for_cut = 1
 [faults]
 relay_open_set_per_mille = 1000
 power_cuts_per_year = 20
