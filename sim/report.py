@@ -85,7 +85,7 @@ def _fleet_series(daily):
     return out
 
 
-def local_time(rep, wall):
+def local_time(wall):
     """A wall second as a naive local datetime (the simulator's time zone), for date axes."""
     return EPOCH + datetime.timedelta(seconds=wall + TZ_S)
 
@@ -139,9 +139,9 @@ def timeline_meters(rep, daily, limit=TIMELINE_LIMIT):
 def _markers(ax, rep, numbers=True):
     """Operators' actions (numbered dashed lines) and broker outages (shaded) on a date axis."""
     for a, b in rep.get("broker_outages", []):
-        ax.axvspan(local_time(rep, a), local_time(rep, b), color="tab:orange", alpha=0.35, linewidth=0)
+        ax.axvspan(local_time(a), local_time(b), color="tab:orange", alpha=0.35, linewidth=0)
     for k, op in enumerate(rep.get("operator_actions", []), 1):
-        at = local_time(rep, op["wall"])
+        at = local_time(op["wall"])
         ax.axvline(at, color="tab:purple", linestyle="--", linewidth=1)
         if numbers:
             ax.annotate(str(k), (at, 1.0), xycoords=("data", "axes fraction"), xytext=(2, -10), textcoords="offset points", color="tab:purple", fontsize=8, fontweight="bold")
@@ -166,7 +166,7 @@ def _legend_below(ax, handles, gap=0.16):
     ax.legend(handles=handles, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -gap), ncol=2, frameon=False)
 
 
-def _date_axis(ax, rep, daily):
+def _date_axis(ax, rep):
     """Dates on the x axis over the whole run."""
     import matplotlib.dates as mdates
 
@@ -208,7 +208,7 @@ def figures(rep, daily):
     axf.set_ylabel("faults\nstarting", fontsize=8)
     _legend_below(axf, [energy, cuts, pc, rf] + markers, gap=0.4)
     _markers(axf, rep, numbers=False)
-    _date_axis(axf, rep, daily)
+    _date_axis(axf, rep)
     fig.tight_layout()
     figs["consumption.png"] = fig
 
@@ -218,7 +218,7 @@ def figures(rep, daily):
     ax.plot(ends, [s[4] for s in series], label="10th percentile")
     ax.axhline(0, color="black", linewidth=0.5)
     _markers(ax, rep)
-    _date_axis(ax, rep, daily)
+    _date_axis(ax, rep)
     ax.set_ylabel("balance at midnight, CNY")
     _legend_below(ax, ax.get_lines()[:2] + markers)
     ax.set_title("Balances")
@@ -298,11 +298,11 @@ def _timeline(rep, daily, rows, left_out, markers):
     for mid, k in row_of.items():
         for wall, what, _ in by_id[mid].get("faults", []):
             m, c = style[what]
-            ax.plot(local_time(rep, wall), k, marker=m, color=c, markersize=5, linestyle="none")
+            ax.plot(local_time(wall), k, marker=m, color=c, markersize=5, linestyle="none")
     _markers(ax, rep)
     ax.set_yticks(range(len(rows)))
     ax.set_yticklabels(["%s  %s" % (mid, why) for mid, why in rows], fontsize=7)
-    _date_axis(ax, rep, daily)
+    _date_axis(ax, rep)
     ax.set_ylim(len(rows) - 0.5, -0.5)
     title = "Relay timeline: %d meters that were cut, faulty or suspected (grey: reported cut)" % len(rows)
     if left_out:

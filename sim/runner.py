@@ -830,7 +830,7 @@ def restore_figures(tot):
 def silent_detail(row):
     """Why a silent relay failure's meter should supply, and its relay fault if one was planted."""
     faults = (row.get("truth") or {}).get("relay_faults")
-    return "core state %s%s" % (row["relay_state"], ", relay %s" % "/".join(faults) if faults else "")
+    return "the core's relay state is %s (supply on)%s" % (row["relay_state"], ", relay fault %s" % "/".join(faults) if faults else "")
 
 
 def pct(per_mille):
