@@ -304,7 +304,7 @@ def _timeline(rep, daily, rows, left_out, markers):
     ax.set_yticklabels(["%s  %s" % (mid, why) for mid, why in rows], fontsize=7)
     _date_axis(ax, rep)
     ax.set_ylim(len(rows) - 0.5, -0.5)
-    title = "Relay timeline: %d meters that were cut, faulty or suspected (grey: reported cut)" % len(rows)
+    title = "Relay timeline: %d meter%s cut, faulty or suspected (grey: reported cut)" % (len(rows), "" if len(rows) == 1 else "s")
     if left_out:
         title += " (%d more in meters.csv)" % left_out
     ax.set_title(title, fontsize=10)
@@ -337,6 +337,8 @@ def _cell(row):
 
 
 HUMAN_TICKS = ((1, "1 s"), (10, "10 s"), (60, "1 min"), (600, "10 min"), (3600, "1 h"), (DAY_S, "1 d"), (10 * DAY_S, "10 d"), (100 * DAY_S, "100 d"))
+# More ticks for a narrow axis (up to three decades), where the ones above leave one or two.
+DENSE_TICKS = tuple(sorted(HUMAN_TICKS + ((30, "30 s"), (300, "5 min"), (6 * 3600, "6 h"), (3 * DAY_S, "3 d"), (30 * DAY_S, "30 d"))))
 
 
 def log_bins(values, n=30, target=None):
@@ -370,7 +372,8 @@ def _log_hist(ax, values, median, color, what, target=None, never=0):
 
         ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlim(bins[0], bins[-1])
-    shown = [t for t in HUMAN_TICKS if bins[0] <= t[0] <= bins[-1]]
+    ticks = DENSE_TICKS if bins[-1] <= 1000 * bins[0] else HUMAN_TICKS
+    shown = [t for t in ticks if bins[0] <= t[0] <= bins[-1]]
     ax.set_xticks([t[0] for t in shown])
     # The first bin also holds what was faster (a relay closed with the top-up: 0 s).
     ax.set_xticklabels([("<= " if values[0] < bins[0] else "") + shown[0][1]] + [t[1] for t in shown[1:]], fontsize=8)
