@@ -58,6 +58,7 @@ def register(subparsers):
     q.add_argument("--revision", default="0", help="key revision (default 0)")
     q.add_argument("--divider", default="1", help="keypad value divider (default 1)")
     q.add_argument("--json", action="store_true", help="print JSON")
+    q.add_argument("--out", help="write the agent's keys file here (mode 0600, never overwritten) instead of printing it")
     q.set_defaults(handler=cmd_keys_derive)
 
     p = subparsers.add_parser("vend", help="issue a top-up token")
@@ -174,7 +175,15 @@ def _keys_derive(args):
     rev = _int(args.revision, "--revision", 0, 0xFFFFFFFF)
     div = _divider(args.divider)
     prov = keys.provision(_master(args), meter, rev, div)
-    _print(args, prov, ["%s = %s" % (k, json.dumps(prov[k])) for k in sorted(prov)])
+    text = keys.keys_file_text(meter, prov)
+    if args.out:
+        try:
+            keys.create_private(args.out, text.encode())
+        except (keys.KeyFileError, OSError) as e:
+            raise BadInput("--out", str(e))
+        print(args.out)
+        return 0
+    _print(args, prov, [text.rstrip("\n")])
     return 0
 
 

@@ -8,6 +8,7 @@ nothing for another.
 """
 
 import binascii
+import json
 import os
 import stat
 
@@ -23,19 +24,24 @@ class KeyFileError(ValueError):
     """The master key file is missing, malformed or too widely readable."""
 
 
-def init_master(path, random_bytes=os.urandom):
-    """Create a new master key file at ``path`` (mode 0600); refuse to overwrite."""
-    key = random_bytes(MASTER_LEN)
+def create_private(path, data, what="key file"):
+    """Create ``path`` holding ``data`` with mode 0600, exclusively: a key is never overwritten."""
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
-        raise KeyFileError("master key file %s already exists: not overwriting it" % path)
+        raise KeyFileError("%s %s already exists: not overwriting it" % (what, path))
     try:
         os.fchmod(fd, 0o600)  # the umask could have removed bits, never added: make it exact
-        os.write(fd, binascii.hexlify(key) + b"\n")
+        os.write(fd, data)
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def init_master(path, random_bytes=os.urandom):
+    """Create a new master key file at ``path`` (mode 0600); refuse to overwrite."""
+    key = random_bytes(MASTER_LEN)
+    create_private(path, binascii.hexlify(key) + b"\n", "master key file")
     return key
 
 
@@ -86,3 +92,18 @@ def provision(master, meter_id, revision=0, divider=1):
         "keypad_divider": divider,
         "link_key": binascii.hexlify(link_key(master, meter_id, revision)).decode(),
     }
+
+
+TOKEN_FIELDS = ("key", "revision", "keypad_key", "keypad_starting_code", "keypad_divider")
+
+
+def keys_file_text(meter_id, prov):
+    """The meter's keys file (the agent's ``agent.keys``, TOML) for a ``provision`` dict."""
+    lines = [
+        "# Keys of meter %s at key revision %d: the agent's keys file (agent.keys)." % (meter_id, prov["revision"]),
+        "# Whoever holds it can mint this meter's tokens: mode 0600, owned by the agent's user.",
+        "[tokens]",
+    ]
+    lines += ["%s = %s" % (k, json.dumps(prov[k])) for k in TOKEN_FIELDS]
+    lines += ["", "[link]", "key = %s" % json.dumps(prov["link_key"])]
+    return "\n".join(lines) + "\n"

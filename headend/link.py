@@ -90,7 +90,7 @@ class Fleet:
 class HeadEnd:
     """A connected head-end: push commands, collect acks, feed the shadow."""
 
-    def __init__(self, fleet, shadow, host, port, tls=None, client_id="headend", username=None,
+    def __init__(self, fleet, shadow, host, port, tls=None, client_id=None, username=None,
                  password=None, protocol=mqtt.MQTTv5, session_expiry_s=7 * 86400):
         self.fleet = fleet
         self.shadow = shadow
@@ -99,6 +99,13 @@ class HeadEnd:
         self.rejected = 0
         self._ready = threading.Event()
         self._inbox = queue.Queue()
+        if client_id is None:
+            # The shipped broker uses the certificate's name or the user name
+            # as client id whatever is asked (deploy/mosquitto/pmeter.conf):
+            # ask for that same name so logs and sessions agree.
+            from .pki import cert_name
+
+            client_id = username or (tls is not None and tls.cert and cert_name(tls.cert)) or "headend"
         c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol,
                         clean_session=None if protocol == mqtt.MQTTv5 else False)
         if tls is not None:

@@ -28,7 +28,7 @@ def register(sub):
     p.add_argument("--meters", type=positive_int("--meters", 100000), default=None, help="number of meters (default 1)")
     p.add_argument("--days", type=positive_int("--days", 3660), default=None, help="days to simulate (default 30)")
     p.add_argument("--seed", type=int, default=None, help="random seed: same seed, same output (default 1)")
-    p.add_argument("--runtime", choices=("cpython", "micropython"), default=None, help="where the meter cores run (default cpython; live mode: cpython only)")
+    p.add_argument("--runtime", choices=("cpython", "micropython"), default="cpython", help="where the meter cores run (default cpython; live mode: cpython only)")
     p.add_argument("--step", type=positive_int("--step", 86400), default=None, help="longest simulated step in seconds (default 900)")
     p.add_argument("--start", default=None, help="local start time 'YYYY-MM-DD HH:MM' (default %s)" % DEFAULT_START)
     p.add_argument("--config", metavar="FILE", help="a TOML file with the meter configuration (see README)")
@@ -36,7 +36,7 @@ def register(sub):
     p.add_argument(
         "--customers",
         choices=("auto", "mixed", "prompt", "waits_for_cut", "payday"),
-        default=None,
+        default="auto",
         help="how customers top up (default auto: a lone meter's customer waits for the cut, a fleet is mixed)",
     )
     p.add_argument("--feedback", action="store_true", help="wire the relay's feedback contact")
@@ -50,6 +50,7 @@ def register(sub):
     p.add_argument("--ca", metavar="FILE", help="live mode, mqtts://: the CA certificate that signed the broker's certificate (PEM)")
     p.add_argument("--cert", metavar="FILE", help="live mode, mqtts://: client certificate every simulated client presents (PEM)")
     p.add_argument("--key", metavar="FILE", help="live mode, mqtts://: the client certificate's private key (PEM)")
+    p.add_argument("--dlt645", metavar="tcp://HOST:PORT", help="serve one simulated meter in real time as a DL/T 645 slave on this TCP port until Ctrl-C, for a DL/T 645 master to read and control (see docs/dlt645.md)")
     p.set_defaults(handler=cmd_run)
 
 
@@ -89,15 +90,15 @@ class Progress:
 
 LIVE_DEFAULTS = {"live_seconds": 30, "headend_workers": 2, "topup_rate": 5}
 LIVE_ONLY = ("live_seconds", "headend_workers", "topup_rate", "ca", "cert", "key")
-# Options a live run cannot honour, and why: refused rather than ignored.
+# Options a live run cannot honour (option, its default, why): refused rather than ignored.
 NOT_LIVE = (
-    ("scenario", "live meters get no scenario's faults, operators or thieves; give their configuration with --config"),
-    ("report", "a live run writes no report files; --json gives all its figures"),
-    ("days", "a live run lasts --live-seconds real seconds"),
-    ("step", "live meters run in real time"),
-    ("start", "live meters run at the current time"),
-    ("customers", "in a live run a vendor tops up random meters at --topup-rate"),
-    ("feedback", "live meters have no relay model"),
+    ("scenario", None, "live meters get no scenario's faults, operators or thieves; give their configuration with --config"),
+    ("report", None, "a live run writes no report files; --json gives all its figures"),
+    ("days", None, "a live run lasts --live-seconds real seconds"),
+    ("step", None, "live meters run in real time"),
+    ("start", None, "live meters run at the current time"),
+    ("customers", "auto", "in a live run a vendor tops up random meters at --topup-rate"),
+    ("feedback", False, "live meters have no relay model"),
 )
 
 
@@ -108,8 +109,8 @@ def _option(dest):
 def check_mode(args):
     """The error message for an option the chosen mode (simulated or --live) cannot honour, or None."""
     if args.live:
-        for dest, why in NOT_LIVE:
-            if getattr(args, dest) not in (None, False):
+        for dest, default, why in NOT_LIVE:
+            if getattr(args, dest) != default:
                 return "%s cannot be used with --live: %s" % (_option(dest), why)
         if args.runtime == "micropython":
             return "--runtime micropython cannot be used with --live: live meters run the agent stack in this CPython process"
@@ -137,6 +138,10 @@ def cmd_run(args):
     except ConfigError as exc:
         where = args.config or "the embedded configuration"
         return fail("%s in %s" % (exc, where))
+    if args.dlt645:
+        from sim import dlt645_tcp
+
+        return dlt645_tcp.cmd_serve(args, base)
     feedback = args.feedback
     if args.scenario:
         from sim import scenario as scenario_mod
@@ -164,8 +169,8 @@ def cmd_run(args):
     if args.live:
         return _run_live(args, settings, base, progress)
     try:
-        rep = run(settings["meters"], settings["days"], settings["seed"], args.runtime or "cpython", settings["step"], settings["start"], base, feedback,
-                  args.customers or "auto", scenario, progress)
+        rep = run(settings["meters"], settings["days"], settings["seed"], args.runtime, settings["step"], settings["start"], base, feedback,
+                  args.customers, scenario, progress)
     except ValueError as exc:
         return fail(str(exc))
     except RuntimeError as exc:

@@ -86,7 +86,7 @@ class AgentThread:
 
 @pytest.fixture
 def rig(tmp_path, mosquitto_factory):
-    pki = make_pki(tmp_path / "pki", clients=[MID, "headend"])
+    pki = make_pki(tmp_path / "pki", clients=[MID, "headend", "headend-ops"])  # one identity per head-end process
     (tmp_path / "broker-db").mkdir()
     broker = mosquitto_factory(
         **shipped_tls(pki),
@@ -244,7 +244,7 @@ def test_link_e2e_cli_push_and_status(rig, capsys):
     key_file.write_text(MASTER.hex())
     db = str(tmp_path / "cli-shadow.db")
     conn = ["--broker", "%s:%d" % (broker.host, broker.tls_port), "--ca", str(pki.ca_cert),
-            "--cert", str(pki.client_cert("headend")), "--key", str(pki.client_key("headend")),
+            "--cert", str(pki.client_cert("headend-ops")), "--key", str(pki.client_key("headend-ops")),
             "--master-key-file", str(key_file), "--shadow", db, "--ledger", str(tmp_path / "cli-ledger.db")]
     assert _cli(["push", "--meter", MID, "--amount", "50.00", "--wait", "--json"] + conn) == 0
     out = __import__("json").loads(capsys.readouterr().out)

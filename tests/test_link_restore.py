@@ -118,7 +118,7 @@ def _cli(argv):
 
 
 def test_link_restore_lost_store_from_shadow(tmp_path, mosquitto_factory, capsys, set_credit_known):
-    pki = make_pki(tmp_path / "pki", clients=[MID, "headend"])
+    pki = make_pki(tmp_path / "pki", clients=[MID, "headend", "headend-ops"])  # one identity per head-end process
     broker = mosquitto_factory(
         **shipped_tls(pki))
     fleet = Fleet(MASTER)
@@ -148,7 +148,7 @@ def test_link_restore_lost_store_from_shadow(tmp_path, mosquitto_factory, capsys
         assert "state_lost" in [p["code"] for p in shadow.reconcile(MID)["problems"]]
 
         conn = ["--broker", "%s:%d" % (broker.host, broker.tls_port), "--ca", str(pki.ca_cert),
-                "--cert", str(pki.client_cert("headend")), "--key", str(pki.client_key("headend")),
+                "--cert", str(pki.client_cert("headend-ops")), "--key", str(pki.client_key("headend-ops")),
                 "--master-key-file", str(tmp_path / "master.hex"), "--shadow", str(db), "--ledger", str(db),
                 "--client-id", "headend-restore"]
         (tmp_path / "master.hex").write_text(MASTER.hex())
