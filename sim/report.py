@@ -161,9 +161,10 @@ def _marker_legend(rep):
     return handles
 
 
-def _legend_below(ax, handles, gap=0.16):
-    """The legend under the plot (``gap``: in axes heights), where it hides no data."""
-    ax.legend(handles=handles, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -gap), ncol=2, frameon=False)
+def _legend_below(ax, handles, ncol=2):
+    """The legend under the plot, below the dates, where it hides no data."""
+    # borderaxespad is in legend font sizes (7 pt): 5 clears the tick labels and the year.
+    ax.legend(handles=handles, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, 0), borderaxespad=5, ncol=ncol, frameon=False)
 
 
 def _date_axis(ax, rep):
@@ -206,7 +207,7 @@ def figures(rep, daily):
     rf = axf.bar(noon, relay, width=0.8, bottom=power, color="tab:red", label="relay faults starting that day (meters)")
     axf.set_ylim(bottom=0)
     axf.set_ylabel("faults\nstarting", fontsize=8)
-    _legend_below(axf, [energy, cuts, pc, rf] + markers, gap=0.4)
+    _legend_below(axf, [energy, cuts, pc, rf] + markers)
     _markers(axf, rep, numbers=False)
     _date_axis(axf, rep)
     fig.tight_layout()
@@ -316,7 +317,7 @@ def _timeline(rep, daily, rows, left_out, markers):
         Line2D([], [], marker="X", color="tab:red", linestyle="none", label="relay fault"),
         Line2D([], [], marker="P", color="tab:green", linestyle="none", label="relay repaired"),
     ] + markers
-    ax.legend(handles=handles, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.1 - 1.2 / (len(rows) + 4)), ncol=3)
+    _legend_below(ax, handles, ncol=3)
     fig.tight_layout()
     return fig
 
