@@ -96,7 +96,7 @@ firmware_build() {
         rm -rf "$tree"
         mkdir -p "$tree"
         if [ -f "$src" ]; then
-            tar -xzf "$src" -C "$tree" --strip-components=1 || fail "cannot unpack $src"
+            tar -xf "$src" -C "$tree" --strip-components=1 || fail "cannot unpack $src"
         else
             # shellcheck disable=SC2086
             (cd "$src" && tar -cf - $(for d in $FIRMWARE_TREE; do [ -e "$d" ] && echo "$d"; done)) | tar -xf - -C "$tree"
@@ -144,7 +144,7 @@ firmware() {
     if [ -d "$src" ]; then
         [ -f "$src/py/mpconfig.h" ] && [ -d "$src/ports/unix" ] || die "--micropython: '$src' is not a MicroPython checkout (no py/mpconfig.h, ports/unix)"
     elif [ -f "$src" ]; then
-        case "$src" in *.tar.gz|*.tgz) ;; *) die "--micropython: '$src' is not a .tar.gz source tarball";; esac
+        case "$src" in *.tar|*.tar.gz|*.tgz|*.tar.xz|*.tar.bz2) ;; *) die "--micropython: '$src' is not a source tarball (.tar, .tar.gz, .tar.xz, .tar.bz2)";; esac
     else
         die "--micropython: '$src' not found"
     fi
