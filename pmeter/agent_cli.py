@@ -187,7 +187,7 @@ class AgentRuntime:
 
         tls = TLS(mq["ca"], mq["cert"], mq["key"]) if mq["tls"] else None
         return PahoTransport(
-            self.linked, mq["host"], mq["port"], mq["client_id"] or "meter-" + self.meter_id,
+            self.linked, mq["host"], mq["port"], mq["client_id"] or self.meter_id,
             tls=tls, username=mq["username"], password=mq["password"], keepalive=mq["keepalive_s"],
             on_hw=self.execute, log=lambda m: log.warning("mqtt: %s", m),
             protocol=mqtt.MQTTv5 if mq["protocol"] == 5 else mqtt.MQTTv311)
@@ -201,7 +201,9 @@ class AgentRuntime:
             dc["address"] = self.meter_id
         slave = Slave(dc, self.cfg["meter"]["tz_offset_min"])
         link = SlaveLink(slave, self.linked.meter, self._dispatch, self.lock)
-        server = open_slave(link, dc["device"], dc["baud"], dc["parity"], dc["reply_delay_ms"])
+        # hw.rs485_de_pin: the Pi backend turns the transceiver round for each reply
+        direction = getattr(self.backend, "rs485_transmit", None) if self.cfg["hw"]["rs485_de_pin"] is not None else None
+        server = open_slave(link, dc["device"], dc["baud"], dc["parity"], dc["reply_delay_ms"], direction=direction)
         log.info("DL/T 645 slave %s on %s", dc["address"], dc["device"])
         return server
 

@@ -213,9 +213,9 @@ for k in "${KEYS[@]+"${KEYS[@]}"}"; do [ -f "$k" ] || die "keys file '$k' not fo
 # Validate the whole agent config (agent/settings.py); write it as JSON (board) or copy it (Pi).
 # validate_config SRC DEST_JSON_OR_EMPTY
 validate_config() {
-    PYTHONPATH="$ROOT" "$PYTHON" - "$1" "${2:-}" <<'PY' || exit 2
-import json, sys
-src, dest = sys.argv[1], sys.argv[2]
+    PYTHONPATH="$ROOT" "$PYTHON" - "$1" "${2:-}" "$DRY_RUN" "${KEYS[@]+"${KEYS[@]}"}" <<'PY' || exit 2
+import json, os, sys
+src, dest, dry_run, key_files = sys.argv[1], sys.argv[2], sys.argv[3] == "1", sys.argv[4:]
 try:
     if src.endswith(".toml"):
         import tomllib
@@ -231,7 +231,19 @@ if not isinstance(raw, dict):
 from agent import settings
 from agent.config import ConfigError
 try:
-    settings.load(raw)
+    # The agent's keys file (agent.keys) ships with --keys; validate with it.
+    named = raw["agent"].get("keys") if isinstance(raw.get("agent"), dict) else None
+    given = [k for k in key_files if isinstance(named, str) and os.path.basename(k) == os.path.basename(named)]
+    if named is not None and not given and dry_run:
+        print("warning: agent.keys names %s but no --keys file of that name: not validating the keys" % named,
+              file=sys.stderr)
+        settings.validate(dict(raw, tokens={"key": "00" * 32}, link=dict(raw.get("link", {}), key="00" * 32)))
+    elif named is not None and not given:
+        sys.exit("flash.sh: %s: agent.keys names %s: pass that file with --keys" % (src, named))
+    else:
+        if given or not dest:  # a board's config.json may hold its keys (its flash has no file modes)
+            raw = settings.merge_keys(raw, src, given[0] if given else None)
+        settings.load(raw)
 except ConfigError as exc:
     sys.exit("flash.sh: %s: %s" % (src, exc))
 if dest:

@@ -47,6 +47,7 @@ def register(sub):
     p.add_argument("--live-seconds", type=positive_int("--live-seconds", 86400), default=30, help="live mode: how long to run, real seconds (default 30)")
     p.add_argument("--headend-workers", type=positive_int("--headend-workers", 64), default=2, help="live mode: head-end workers on the shared subscription (default 2)")
     p.add_argument("--topup-rate", type=positive_int("--topup-rate", 10000), default=5, help="live mode: top-ups vended per second (default 5)")
+    p.add_argument("--dlt645", metavar="tcp://HOST:PORT", help="serve one simulated meter in real time as a DL/T 645 slave on this TCP port until Ctrl-C, for a DL/T 645 master to read and control (see docs/dlt645.md)")
     p.set_defaults(handler=cmd_run)
 
 
@@ -98,6 +99,10 @@ def cmd_run(args):
     except ConfigError as exc:
         where = args.config or "the embedded configuration"
         return fail("%s in %s" % (exc, where))
+    if args.dlt645:
+        from sim import dlt645_tcp
+
+        return dlt645_tcp.cmd_serve(args, base)
     feedback = args.feedback
     if args.scenario:
         from sim import scenario as scenario_mod
