@@ -89,6 +89,7 @@ def _schema():
     from agent.device import STORE_FIELDS
     from agent.dlt645.config import MASTER_SCHEMA
     from agent.dlt645.config import SCHEMA as DLT645
+    from agent.link.session import HA_FIELDS
     from agent.meter import SCHEMA as CORE
     from agent.tokens import SCHEMA as TOKENS
 
@@ -100,12 +101,16 @@ def _schema():
     for part in (CORE, HW):
         for key in part:
             schema[key] = part[key]
+    link = {}
+    for part in (LINK_FIELDS, HA_FIELDS):
+        for key in part:
+            link[key] = part[key]
     schema["store"] = Field(TABLE, {}, None, STORE_FIELDS, "durable store: checkpoint interval")
     schema["tokens"] = Field(TABLE, None, None, TOKENS, "token keys (pmeter keys derive --meter ID prints this table)")
     schema["dlt645"] = Field(TABLE, {}, None, DLT645, "DL/T 645-2007 slave on RS-485 or TCP")
     schema["dlt645_master"] = Field(TABLE, {}, None, MASTER_SCHEMA, "DL/T 645 master reading the host meter")
     schema["agent"] = Field(TABLE, {}, None, AGENT_FIELDS, "the agent process")
-    schema["link"] = Field(TABLE, {}, None, LINK_FIELDS, "MQTT link protocol: keys and topics")
+    schema["link"] = Field(TABLE, {}, None, link, "MQTT link protocol: keys, topics, Home Assistant discovery")
     schema["mqtt"] = Field(TABLE, {}, None, MQTT_FIELDS, "MQTT broker connection")
     schema["sim"] = Field(TABLE, {}, None, SIM_FIELDS, "simulated hardware (--hw sim)")
     return schema

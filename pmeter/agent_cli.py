@@ -115,7 +115,7 @@ class AgentRuntime:
         # the events (bounded) for the day a broker is configured.
         keys = LinkKeys(binascii.unhexlify(lk) if lk else bytes(32))
         self.session = Session(mid, keys, nonce_prefix(), prefix=cfg["link"]["prefix"],
-                               fw=cfg["agent"]["fw"], key_rev=self.guard.revision)
+                               fw=cfg["agent"]["fw"], key_rev=self.guard.revision, ha=cfg["link"])
         self.linked = LinkedMeter(self.device, self.guard, self.session, telemetry_s=cfg["link"]["telemetry_s"],
                                   telemetry_offset_s=int(mid) % cfg["link"]["telemetry_s"],
                                   on_clock=self.backend.set_wall, on_record=self._log_record,

@@ -130,3 +130,32 @@ def test_agent_settings_keys_file_relative_to_the_config(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # not the config's folder
     cfg = settings.load(str(p))
     assert cfg["link"]["key"] == "11" * 32 and cfg["tokens"]["revision"] == 0
+
+
+def _ha_config(tmp_path, link):
+    _keys_file(tmp_path)
+    p = tmp_path / "ha.toml"
+    p.write_text('[meter]\nid = "000000000078"\n[agent]\ndata_dir = "%s"\nkeys = "keys.toml"\n[link]\n%s\n'
+                 % (tmp_path / "data", link))
+    return p
+
+
+@pytest.mark.parametrize("link,published", [("ha_discovery = true", True), ("", False)])
+def test_agent_settings_ha_discovery_reaches_the_link(tmp_path, link, published):
+    # docs/mqtt.md: `ha_discovery = true` under [link] turns Home Assistant discovery on (default off).
+    from pmeter.agent_cli import AgentRuntime
+
+    cfg = settings.load(str(_ha_config(tmp_path, link)))
+    assert cfg["link"]["ha_discovery"] is published and cfg["link"]["ha_prefix"] == "homeassistant"
+    rt = AgentRuntime(cfg, "sim", str(tmp_path / "data"))
+    topics = [o.topic for o in rt.session.connected(1790000000, 0)]
+    ha = [t for t in topics if t.startswith("homeassistant/") or t.endswith("/ha")]
+    assert bool(ha) is published, topics
+    if published:
+        assert "homeassistant/sensor/pm_000000000078/balance/config" in ha
+
+
+def test_agent_settings_ha_discovery_must_be_a_boolean(tmp_path):
+    with pytest.raises(ConfigError) as e:
+        settings.load(str(_ha_config(tmp_path, 'ha_discovery = "yes"')))
+    assert e.value.key == "link.ha_discovery", str(e.value)

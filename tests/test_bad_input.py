@@ -220,6 +220,13 @@ ROWS = [
     ("flash-mpy-port-no-device", ["flash", "mpy", "--config", "{tmp}/agent.json", "--port"], "--port"),
     ("flash-mpy-keys-no-file", ["flash", "mpy", "--config", "{tmp}/agent.json", "--keys"], "--keys"),
     ("flash-mpy-no-config", ["flash", "mpy", "--bundle", "{tmp}/mb"], "--config"),
+    ("flash-firmware-no-port", ["flash", "firmware", "--out", "{tmp}/fw"], "unix32"),
+    ("flash-firmware-unknown-port", ["flash", "firmware", "esp8266", "--out", "{tmp}/fw"], "'esp8266'"),
+    ("flash-firmware-no-out", ["flash", "firmware", "unix32", "--micropython", "{tmp}/adir"], "--out"),
+    ("flash-firmware-source-missing", ["flash", "firmware", "unix32", "--out", "{tmp}/fw", "--micropython", "{tmp}/nope"], "--micropython"),
+    ("flash-firmware-source-not-micropython", ["flash", "firmware", "unix32", "--out", "{tmp}/fw", "--micropython", "{tmp}/adir"], "--micropython"),
+    ("flash-firmware-source-not-a-tarball", ["flash", "firmware", "unix32", "--out", "{tmp}/fw", "--micropython", "{tmp}/agent.toml"], "--micropython"),
+    ("flash-firmware-unknown-option", ["flash", "firmware", "unix32", "--bogus"], "--bogus"),
     # ------------------------------------------------------------ head-end: keys
     ("keys-no-subcommand", ["pmeter", "keys"], "init,derive"),
     ("keys-init-exists", ["pmeter", "keys", "init", "--master", "{tmp}/master.key"], "master.key"),

@@ -143,7 +143,7 @@ def test_the_meter_comes_from_the_config_file(tmp_path):
     config.write_text('[meter]\nid = "123456781012"\nconstant = 1000\n\n[account]\nopening_balance = 1230000\n')
     s = SimProcess("--config", str(config), "--feedback")
     try:
-        assert "simulated meter 123456781012:" in s.lines[-1] and "balance 123.00 CNY" in s.lines[-1]
+        assert "simulated meter 123456781012:" in s.lines[-1] and "balance 123.0000 CNY" in s.lines[-1]
         with SerialMaster("socket://127.0.0.1:%d" % s.port, timeout=2) as m:
             assert m.read_address() == "123456781012"
             assert 1220000 < M.money_minor(m.read("123456781012", 0x00900200)) <= 1230000  # a few seconds of 1 kW
