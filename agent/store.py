@@ -6,6 +6,9 @@ renames it over the *older* slot (rename over an existing file is atomic
 on littlefs and ext4; delete-then-rename is not) and syncs the directory.
 So at every instant at least the previous committed copy is intact, and
 a cut mid-commit leaves either the old or the new value, never a mix.
+``Store`` (below) writes full bases into both slots, checkpoint deltas
+into one, and a small high-water "marks" record beside them, so that
+damage to any one file is either survived or detected (docs/store.md).
 
 File format (all integers big-endian)::
 
@@ -320,6 +323,27 @@ class Slots:
         """Write already-encoded ``payload`` bytes (see ``commit``)."""
         target = "b" if self.current == "a" else "a"
         data = encode_file(self.meter_id, self.seq + 1, payload)
+        self._write(target, data)
+        self.seq += 1
+        self.current = target
+        return len(data)
+
+    def commit_twin(self, payload):
+        """Write ``payload`` into both slots, the older first; returns bytes written.
+
+        Both copies carry the same sequence number, so damage to either
+        leaves the other; a cut between the two leaves the new value in the
+        first and the previous one in the second.
+        """
+        first = "b" if self.current == "a" else "a"
+        data = encode_file(self.meter_id, self.seq + 1, payload)
+        self._write(first, data)
+        self.seq += 1
+        self.current = first
+        self._write("a" if first == "b" else "b", data)
+        return 2 * len(data)
+
+    def _write(self, target, data):
         tmp = self.path("tmp")
         try:
             h = self.fs.create(tmp)
@@ -335,11 +359,8 @@ class Slots:
             raise
         except Exception as e:
             raise StoreError("commit to %s failed: %r" % (self.path(target), e))
-        self.seq += 1
-        self.current = target
         self.writes += 1
         self.bytes_written += len(data)
-        return len(data)
 
 
 # ------------------------------------------------------------ checkpoints
@@ -504,14 +525,18 @@ class Loaded:
 
 
 class Store:
-    """The device's durable state: full snapshots plus small checkpoint deltas.
+    """The device's durable state: full snapshots, checkpoint deltas, marks.
 
     ``load()`` -> (list of ``Loaded`` newest first, findings, had_files):
     the caller restores from the first one that fits and calls
     ``adopt(loaded)``.  ``commit(value)`` writes a delta against the
     current base when it is small (<= ``delta_ratio`` of the base size,
-    default a quarter), else a new full base.  ``writes``/``bytes_written``
-    add up both files; ``full_writes`` counts bases.
+    default a quarter), else a new full base into *both* state slots (so
+    damage to one base file never loses it).  ``commit_marks(m)`` writes
+    the small high-water record (``mark.a`` / ``mark.b``, the older
+    overwritten), which ``load_marks()`` reads back.
+    ``writes``/``bytes_written`` add up every file; ``full_writes`` counts
+    bases and ``mark_writes`` marks records.
     """
 
     def __init__(self, fs, directory, meter_id, delta_ratio=4, min_delta=512):
@@ -520,6 +545,7 @@ class Store:
         self.meter_id = meter_id
         self.full = Slots(fs, directory, meter_id, "state")
         self.delta = Slots(fs, directory, meter_id, "ckpt")
+        self.marks = Slots(fs, directory, meter_id, "mark")
         self.delta_ratio = delta_ratio
         self.min_delta = min_delta
         self.base = None  # (seq, crc, packed payload) of the current base
@@ -527,11 +553,15 @@ class Store:
 
     @property
     def writes(self):
-        return self.full.writes + self.delta.writes
+        return self.full.writes + self.delta.writes + self.marks.writes
 
     @property
     def bytes_written(self):
-        return self.full.bytes_written + self.delta.bytes_written
+        return self.full.bytes_written + self.delta.bytes_written + self.marks.bytes_written
+
+    @property
+    def mark_writes(self):
+        return self.marks.writes
 
     def load(self):
         """Every recoverable state, newest first, with findings about the rest."""
@@ -540,7 +570,11 @@ class Store:
         findings.extend(dfind)
         out = []
         used = {}
+        seen = {}
         for b in bases:
+            if (b.seq, b.crc) in seen:
+                continue  # the twin of a base already offered
+            seen[(b.seq, b.crc)] = True
             for d in deltas:
                 v = d.value
                 if not (isinstance(v, list) and len(v) == 3 and v[0] == b.seq and v[1] == b.crc):
@@ -560,6 +594,15 @@ class Store:
                     findings.append(Finding(d.file, UNDECODABLE, "not a checkpoint"))
         return out, findings, had or dhad
 
+    def load_marks(self):
+        """The newest intact marks record (or None), findings, whether a file existed.
+
+        Continues from it: the next marks write replaces the other copy.
+        """
+        cands, findings, had = self.marks.load()
+        self.marks.adopt(cands[0] if cands else None)
+        return (cands[0].value if cands else None), findings, had
+
     def adopt(self, loaded):
         """Continue from ``loaded`` (or from nothing, when None)."""
         if loaded is None:
@@ -578,6 +621,17 @@ class Store:
             payload = msgpack.pack(value)
         except ValueError as e:
             raise StoreError("state cannot be encoded: %s" % e)
+        return self._commit_state(payload, value, full)
+
+    def commit_marks(self, marks):
+        """Make the marks record ``marks`` durable over its older copy; returns bytes written.
+
+        Call it after the state's commit, so a cut between the two leaves
+        a state newer than the marks, never older.
+        """
+        return self.marks.commit(marks)
+
+    def _commit_state(self, payload, value, full):
         if self.base is not None and not full:
             ops = diff(msgpack.unpack(self.base[2]), value)
             try:
@@ -586,7 +640,7 @@ class Store:
                 raise StoreError("checkpoint cannot be encoded: %s" % e)
             if len(dp) <= max(self.min_delta, len(self.base[2]) // self.delta_ratio):
                 return self.delta.commit_payload(dp)
-        n = self.full.commit_payload(payload)
+        n = self.full.commit_twin(payload)
         self.base = (self.full.seq, crc32(payload), payload)
         self.full_writes += 1
         return n

@@ -17,7 +17,7 @@ from agent import results
 from agent.config import BOOL, STR, Field
 from agent.link import envelope, topics
 from agent.link.outbox import CRITICAL, EVENT, TELE, Outbox
-from agent.link.replay import ReplayGuard
+from agent.link.replay import WINDOW, ReplayGuard, check_pair
 
 # Event kinds about money or the relay: never dropped from the outbox.
 CRITICAL_KINDS = (
@@ -337,6 +337,32 @@ class Session:
         self.dirty = False
         return {"epoch": self.epoch, "guard": self.guard.snapshot(), "last_evt": self.last_event_seq,
                 "outbox": self.outbox.snapshot()}
+
+    def marks(self):
+        """High-water marks for the store's marks record: epoch, next outbox q, command guard."""
+        return {"e": self.epoch, "g": self.guard.snapshot(), "q": self.outbox.next_seq}
+
+    def raise_marks(self, marks):
+        """Raise the command guard and, in the same epoch, the next outbox q to ``marks``.
+
+        After a restore from an older copy, the entries sent since keep
+        their (epoch, q): new ones are numbered above them.  ValueError if
+        ``marks`` is damaged (nothing changed then).
+        """
+        if not isinstance(marks, dict):
+            raise ValueError("link marks: must be a map")
+        high, mask = check_pair(marks.get("g"), "link marks field 'g'")
+        q = marks.get("q")
+        if not isinstance(q, int) or isinstance(q, bool) or q < 1:
+            raise ValueError("link marks field 'q': must be an int >= 1")
+        self.guard.raise_to(high, mask)
+        if marks.get("e") == self.epoch and q > self.outbox.next_seq:
+            self.outbox.next_seq = q
+
+    def supersede(self, n):
+        """Every command sequence up to ``n`` counts as used (a restore after state loss)."""
+        self.guard.raise_to(n, (1 << WINDOW) - 1)
+        self.dirty = True
 
     def restore(self, snap):
         """Load a ``snapshot()``; ValueError naming the field if it does not fit."""
