@@ -41,6 +41,12 @@ HA_FIELDS = {
     "ha_currency": Field(STR, "CNY", doc="currency of the balance sensor"),
 }
 
+# Telemetry is published without a commit of its own.  After this many
+# uncommitted entries the session asks for one, and a restart numbers new
+# entries this far above the stored next q: an entry sent just before an
+# unclean cut never shares its (epoch, q) with a new one.
+TELE_UNCOMMITTED = 4
+
 REJECT_BURST = 10  # link_reject events allowed per REJECT_PERIOD_MS, the rest counted
 REJECT_PERIOD_MS = 60000
 
@@ -118,6 +124,7 @@ class Session:
         self._reject_budget = REJECT_BURST
         self._suppressed = 0
         self._pending_n = {}  # ref -> n of commands handed to the core
+        self._tele_since = 0  # telemetry entries queued since the last snapshot
         self._topic_cache = {}
 
     # ------------------------------------------------------------ topics
@@ -303,6 +310,9 @@ class Session:
         body["dropped"] = list(self.outbox.dropped)
         body["pending"] = self.outbox.pending()
         _seq, outs = self._queue(TELE, topics.TELE, body, wall)
+        self._tele_since += 1
+        if self._tele_since >= TELE_UNCOMMITTED:
+            self.dirty = True
         if self.ha is not None and self.online:
             outs.append(self._ha_out(body))
         return outs
@@ -335,6 +345,7 @@ class Session:
     def snapshot(self):
         """What the store must keep: outbox, replay guard, last event seq."""
         self.dirty = False
+        self._tele_since = 0
         return {"epoch": self.epoch, "guard": self.guard.snapshot(), "last_evt": self.last_event_seq,
                 "outbox": self.outbox.snapshot()}
 
@@ -378,4 +389,5 @@ class Session:
             raise ValueError("link snapshot field 'epoch': must be an int >= 0")
         self.last_event_seq = last
         self.epoch = epoch
+        self.outbox.next_seq += TELE_UNCOMMITTED
         self.dirty = False
