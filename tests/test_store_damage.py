@@ -15,92 +15,11 @@ import tempfile
 
 import pytest
 
-from agent import results, settings
-from agent.device import Device
-from agent.events import Pulses, Tick
-from agent.link import envelope, topics
-from agent.link.agent import LinkedMeter
-from agent.link.session import Session
-from agent.store import OsFS, Store
-from agent.tokens import TokenGuard
-from agent.tokens import keypad as kp
-from headend import keys as hkeys
-from headend.link import Fleet
+from agent import results
+from linked_rig import MID, W, Rig, keypad_codes
 
-MID = "000000000042"
-MASTER = bytes(range(100, 132))
-W = 1790000000
 AMOUNT = 10000  # 1 CNY a top-up
 FILES = ("state.a", "state.b", "ckpt.a", "ckpt.b", "mark.a", "mark.b")
-
-
-def _cfg():
-    kk = hkeys.keypad_key(MASTER, MID)
-    return settings.load({
-        "meter": {"id": MID},
-        "account": {"opening_balance": 0, "trip_delay_s": 0},
-        "tokens": {"key": Fleet(MASTER).meter_key(MID).hex(), "keypad_key": kk.hex(),
-                   "keypad_starting_code": kp.Chain(kk).start},
-    })
-
-
-class Rig:
-    """A linked meter on ``directory`` and what it has sent."""
-
-    def __init__(self, directory, seed, wall=W):
-        self.dir = directory
-        self.fleet = Fleet(MASTER)
-        self.cfg = _cfg()
-        self.sent = {}  # (epoch, q) -> (leaf, body) of every outbox entry this meter published
-        self.store = Store(OsFS(), directory, MID)
-        self.device = Device(self.cfg, self.store)
-        self.guard = TokenGuard.from_config(MID, self.cfg["tokens"])
-        self.session = Session(MID, self.fleet.keys(MID), random.Random(seed).randbytes(8))
-        self.linked = LinkedMeter(self.device, self.guard, self.session)
-        self.boot_actions, outs = self.linked.boot(wall, 0)
-        self.broker(outs + self.linked.connected(wall, 0))
-
-    def broker(self, outs):
-        done = []
-        while outs:
-            o = outs.pop(0)
-            done.append(o)
-            if o.seq:
-                leaf = o.topic.rsplit("/", 1)[1]
-                body = envelope.open_uplink(self.fleet.keys(MID), o.topic, o.payload, leaf, MID)["b"]
-                self.sent[(self.session.epoch, o.seq)] = (leaf, body)
-                outs.extend(self.session.puback(o.seq, W))
-        return done
-
-    def send(self, n, token, ref, wall):
-        topic, payload = self.fleet.seal_token(MID, n, token, ref, wall)
-        _hw, outs = self.linked.received(topic, payload, wall, 1000)
-        for o in self.broker(outs):
-            if o.topic.endswith("/" + topics.ACK):
-                b = envelope.open_uplink(self.fleet.keys(MID), o.topic, o.payload, topics.ACK, MID)["b"]
-                if b["r"] == ref:
-                    return b["code"]
-        raise AssertionError("no ack for %s" % ref)
-
-    def keypad(self, digits, wall):
-        code, _hw, outs = self.linked.keypad(digits, wall, 1000)
-        self.broker(outs)
-        return code
-
-    def meter_for(self, minutes, wall):
-        """``minutes`` of 2 kW load with a Tick a minute: checkpoints, no top-up."""
-        for _ in range(minutes):
-            wall += 60
-            _hw, outs = self.linked.handle(Pulses(107, wall, (wall - W) * 1000), wall)
-            self.broker(outs)
-            _hw, outs = self.linked.handle(Tick(wall, (wall - W) * 1000 + 1), wall)
-            self.broker(outs)
-        return wall
-
-
-def keypad_codes(count):
-    chain = kp.Chain(hkeys.keypad_key(MASTER, MID))
-    return [chain.token(1, 2 * (i + 1)) for i in range(count)]  # ADD 1 CNY at even counts
 
 
 def run_history(directory, end):
