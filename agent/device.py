@@ -48,7 +48,7 @@ import gc
 
 from agent.config import INT, ConfigError, Field, at_least
 from agent.events import Boot, Command
-from agent.store import OTHER_METER, REJECTED, Finding, StoreError
+from agent.store import BASE_LOST, OTHER_METER, REJECTED, Finding, StoreError
 
 DEVICE_VERSION = 1
 
@@ -137,10 +137,10 @@ class Device:
         loads, findings, had_files = self.store.load()
         marks, mfind, had_marks = self.store.load_marks()
         findings.extend(mfind)
-        for f in findings:
-            if f.problem == OTHER_METER:
-                raise ConfigError("meter.id", "the data directory holds another meter's state (%s: %s); "
-                                  "use that meter's config or another data directory" % (f.file, f.detail))
+        other = _has(findings, OTHER_METER)
+        if other is not None:
+            raise ConfigError("meter.id", "the data directory holds another meter's state (%s: %s); "
+                              "use that meter's config or another data directory" % (other.file, other.detail))
         meter = None
         dev = {}
         for loaded in loads:
@@ -177,8 +177,8 @@ class Device:
         self.findings = findings
         stored_n = _uint(dev.get("n"))
         marks_n = self._raise_marks(marks, findings)
-        if lost_now is None and self.source is not None and stored_n < marks_n:
-            # The newest commit is gone (a damaged file) and an older state
+        if lost_now is None and self.source is not None and (stored_n < marks_n or _has(findings, BASE_LOST)):
+            # Newer commits are gone (a damaged file) and an older state
             # loaded: it may lack acknowledged top-ups.  The marks keep the
             # replay protection; the balance needs the head-end.
             lost_now = "rolled_back"
@@ -450,6 +450,14 @@ class Device:
 
     def _finish(self, actions):
         return [a for a in actions if a.kind != "persist"]
+
+
+def _has(findings, problem):
+    """The first finding with ``problem``, or None."""
+    for f in findings:
+        if f.problem == problem:
+            return f
+    return None
 
 
 def _uint(v):

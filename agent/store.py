@@ -6,9 +6,9 @@ renames it over the *older* slot (rename over an existing file is atomic
 on littlefs and ext4; delete-then-rename is not) and syncs the directory.
 So at every instant at least the previous committed copy is intact, and
 a cut mid-commit leaves either the old or the new value, never a mix.
-``Store`` (below) writes full bases into both slots, checkpoint deltas
-into one, and a small high-water "marks" record beside them, so that
-damage to any one file is either survived or detected (docs/store.md).
+``Store`` (below) adds checkpoint deltas and a small high-water "marks"
+record, so that damage to any one file is either survived or detected
+(docs/store.md).
 
 File format (all integers big-endian)::
 
@@ -55,6 +55,7 @@ TOO_LARGE = "too_large"
 UNREADABLE = "unreadable"
 UNDECODABLE = "undecodable"
 REJECTED = "rejected"
+BASE_LOST = "base_lost"  # an intact checkpoint of a base newer than every intact one
 
 
 class StoreError(Exception):
@@ -329,21 +330,6 @@ class Slots:
         self.current = target
         return len(data)
 
-    def commit_twin(self, payload):
-        """Write ``payload`` into both slots, the older first; returns bytes written.
-
-        Both copies carry the same sequence number, so damage to either
-        leaves the other; a cut between the two leaves the new value in the
-        first and the previous one in the second.
-        """
-        first = "b" if self.current == "a" else "a"
-        data = encode_file(self.meter_id, self.seq + 1, payload)
-        self._write(first, data)
-        self.seq += 1
-        self.current = first
-        self._write("a" if first == "b" else "b", data)
-        return 2 * len(data)
-
     def _write(self, target, data):
         tmp = self.path("tmp")
         try:
@@ -393,8 +379,7 @@ class Store:
     the caller restores from the first one that fits and calls
     ``adopt(loaded)``.  ``commit(value)`` writes a delta against the
     current base when it is small (<= ``delta_ratio`` of the base size,
-    default a quarter), else a new full base into *both* state slots (so
-    damage to one base file never loses it).  ``commit_marks(m)`` writes
+    default a quarter), else a new full base.  ``commit_marks(m)`` writes
     the small high-water record (``mark.a`` / ``mark.b``, the older
     overwritten), which ``load_marks()`` reads back.
     ``writes``/``bytes_written`` add up every file; ``full_writes`` counts
@@ -432,11 +417,7 @@ class Store:
         findings.extend(dfind)
         out = []
         used = {}
-        seen = {}
         for b in bases:
-            if (b.seq, b.crc) in seen:
-                continue  # the twin of a base already offered
-            seen[(b.seq, b.crc)] = True
             for d in deltas:
                 v = d.value
                 if not (isinstance(v, list) and len(v) == 3 and v[0] == b.seq and v[1] == b.crc):
@@ -449,11 +430,18 @@ class Store:
                     continue
                 out.append(Loaded(value, b, d, "%s+%s" % (b.file, d.file)))
             out.append(Loaded(b.value, b, None, b.file))
-        if bases:
-            # A checkpoint whose base is gone was superseded by a newer full commit.
-            for d in deltas:
-                if d.slot not in used and not (isinstance(d.value, list) and len(d.value) == 3):
-                    findings.append(Finding(d.file, UNDECODABLE, "not a checkpoint"))
+        newest = bases[0].seq if bases else 0
+        for d in deltas:
+            v = d.value
+            if d.slot in used:
+                continue
+            if not (isinstance(v, list) and len(v) == 3):
+                findings.append(Finding(d.file, UNDECODABLE, "not a checkpoint"))
+            elif isinstance(v[0], int) and v[0] > newest:
+                # Not superseded (a newer base would have a higher number): its
+                # base was written after every intact one and is damaged.
+                findings.append(Finding(d.file, BASE_LOST, "checkpoint of base %d, newer than every "
+                                        "intact base: the state it belongs to is lost" % v[0]))
         return out, findings, had or dhad
 
     def load_marks(self):
@@ -502,7 +490,7 @@ class Store:
                 raise StoreError("checkpoint cannot be encoded: %s" % e)
             if len(dp) <= max(self.min_delta, len(self.base[2]) // self.delta_ratio):
                 return self.delta.commit_payload(dp)
-        n = self.full.commit_twin(payload)
+        n = self.full.commit_payload(payload)
         self.base = (self.full.seq, crc32(payload), payload)
         self.full_writes += 1
         return n

@@ -12,7 +12,7 @@ from agent import results
 from agent.config import ConfigError
 from agent.events import Tick
 from agent.link.outbox import Outbox
-from agent.link.session import Session
+from agent.link.session import Q_LEASE, Q_MARGIN, Session
 from agent.tokens import keypad as kp
 from headend import keys as hkeys
 from linked_rig import MASTER, MID, W, Rig, config, keypad_codes
@@ -146,18 +146,29 @@ def test_pmeter_agent_refuses_a_config_that_no_longer_fits(tmp_path):
     assert {p.name: p.read_bytes() for p in data.iterdir()} == before
 
 
-def test_session_raise_marks_moves_the_outbox_above_what_was_sent():
+def test_session_outbox_numbers_stay_under_the_marks_lease():
     s = Session(MID, None, bytes(8), outbox=Outbox())
     s.outbox.next_seq = 10
     marks = s.marks()
-    s.outbox.next_seq = 50
-    s.raise_marks(s.marks())
-    assert s.outbox.next_seq == 50  # never lowered
+    assert marks["q"] == 10 + Q_LEASE
+    # Telemetry needs no commit until the lease runs low; then the session asks for one.
+    for _ in range(200):
+        s.telemetry({}, W)
+        if s.outbox.next_seq + Q_MARGIN > marks["q"]:
+            break
+        assert not s.dirty
+        s.snapshot()  # a commit without the marks (a checkpoint) does not renew the lease
+    assert s.dirty and s.outbox.next_seq == marks["q"] - Q_MARGIN + 1
+    # A restart from any copy numbers new entries above the lease, never lower.
     s.outbox.next_seq = 10
-    s.raise_marks(dict(marks, q=70))
-    assert s.outbox.next_seq == 70
-    s.raise_marks(dict(marks, q=90, e=marks["e"] + 1))  # another epoch: its numbers are not ours
-    assert s.outbox.next_seq == 70
+    s.raise_marks(marks)
+    assert s.outbox.next_seq == marks["q"]
+    s.outbox.next_seq = 500
+    s.raise_marks(marks)
+    assert s.outbox.next_seq == 500
+    s.outbox.next_seq = 10
+    s.raise_marks(dict(marks, q=900, e=marks["e"] + 1))  # another epoch: its numbers are not ours
+    assert s.outbox.next_seq == 10
     s.raise_marks(dict(marks, g=[40, 0]))
     assert s.guard.check(40) == results.ALREADY_USED and s.guard.check(41) is None
     with pytest.raises(ValueError):

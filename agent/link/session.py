@@ -47,6 +47,13 @@ HA_FIELDS = {
 # unclean cut never shares its (epoch, q) with a new one.
 TELE_UNCOMMITTED = 4
 
+# The marks record (agent/store.py) holds a lease on outbox numbers: every
+# q below its ``q`` may have been sent.  A restart numbers new entries from
+# there on, whatever state it restored; the session asks for a new lease
+# (a commit with the marks) when fewer than Q_MARGIN numbers are left.
+Q_LEASE = 128
+Q_MARGIN = 16
+
 REJECT_BURST = 10  # link_reject events allowed per REJECT_PERIOD_MS, the rest counted
 REJECT_PERIOD_MS = 60000
 
@@ -125,6 +132,7 @@ class Session:
         self._suppressed = 0
         self._pending_n = {}  # ref -> n of commands handed to the core
         self._tele_since = 0  # telemetry entries queued since the last snapshot
+        self.q_lease = 0  # outbox numbers below this are covered by the last marks record
         self._topic_cache = {}
 
     # ------------------------------------------------------------ topics
@@ -167,7 +175,7 @@ class Session:
 
     def _queue(self, cls, leaf, body, wall):
         seq = self.outbox.add(cls, leaf, body)
-        if cls != TELE:
+        if cls != TELE or self.outbox.next_seq + Q_MARGIN > self.q_lease:
             self.dirty = True
         return seq, self._drain(wall)
 
@@ -350,14 +358,15 @@ class Session:
                 "outbox": self.outbox.snapshot()}
 
     def marks(self):
-        """High-water marks for the store's marks record: epoch, next outbox q, command guard."""
-        return {"e": self.epoch, "g": self.guard.snapshot(), "q": self.outbox.next_seq}
+        """High-water marks for the store's marks record: epoch, outbox lease, command guard."""
+        self.q_lease = self.outbox.next_seq + Q_LEASE
+        return {"e": self.epoch, "g": self.guard.snapshot(), "q": self.q_lease}
 
     def raise_marks(self, marks):
         """Raise the command guard and, in the same epoch, the next outbox q to ``marks``.
 
-        After a restore from an older copy, the entries sent since keep
-        their (epoch, q): new ones are numbered above them.  ValueError if
+        Whichever copy was restored, entries sent before keep their
+        (epoch, q): new ones are numbered above the lease.  ValueError if
         ``marks`` is damaged (nothing changed then).
         """
         if not isinstance(marks, dict):
