@@ -132,3 +132,40 @@ def test_one_damaged_file_is_survived_or_reported_never_silent(fast_dir, end):
         if label.startswith("mark."):
             assert outcome == "kept", (label, outcomes)
     assert "kept" in outcomes.values() and "lost" in outcomes.values(), outcomes
+
+
+def test_damaged_newest_base_after_quiet_checkpoints_is_not_silent(fast_dir):
+    """Only checkpoints (no marks record) since a top-up, two new bases among
+    them: damage to the newest base must not load an older one silently."""
+    from agent.device import Device
+    from agent.events import Pulses, Tick, TopUp
+    from agent.store import OsFS, Store
+    from linked_rig import config
+
+    d = str(fast_dir)
+    cfg = config()
+    dev = Device(cfg, Store(OsFS(), d, MID))
+    dev.boot(W, 0)
+    dev.feed(TopUp(500 * AMOUNT, "t1", W + 1, 1000))  # far from any alarm during the test
+    marks = full = None
+    wall = W + 1
+    while marks != dev.store.mark_writes or dev.store.full_writes < full + 2:
+        if marks != dev.store.mark_writes:  # count bases from the last marks record on
+            marks, full = dev.store.mark_writes, dev.store.full_writes
+        wall += 60
+        dev.feed(Pulses(107, wall, (wall - W) * 1000))
+        dev.feed(Tick(wall, (wall - W) * 1000 + 1))
+    for _ in range(3):  # checkpoints against the newest base
+        wall += 60
+        dev.feed(Pulses(107, wall, (wall - W) * 1000))
+        dev.feed(Tick(wall, (wall - W) * 1000 + 1))
+    assert dev.store.mark_writes == marks  # nothing but checkpoints since the last marks record
+    energy = dev.meter.energy_wh
+    newest = os.path.join(d, "state." + dev.store.full.current)
+    damage(newest, "payload_bit", random.Random(3))
+    dev2 = Device(cfg, Store(OsFS(), d, MID))
+    dev2.boot(wall + 100, 0)
+    if not dev2.state_lost:
+        assert dev2.meter.energy_wh >= energy - 34, (dev2.meter.energy_wh, energy)
+    else:
+        assert dev2.meter.records("state_lost")[0].reason == "rolled_back"
