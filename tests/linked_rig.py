@@ -21,6 +21,20 @@ MASTER = bytes(range(100, 132))
 W = 1790000000
 
 
+def broker(session, outs, seen=None):
+    """What a broker does: PUBACK every outbox entry (``seen(out)`` first), so the
+    window keeps moving; returns every Out in the order handled."""
+    done = []
+    while outs:
+        o = outs.pop(0)
+        done.append(o)
+        if o.seq:
+            if seen is not None:
+                seen(o)
+            outs.extend(session.puback(o.seq, W))
+    return done
+
+
 def config(keypad=True, **store):
     """A meter config: MQTT tokens, a keypad unless ``keypad`` is False, ``store`` settings."""
     kk = hkeys.keypad_key(MASTER, MID)
@@ -50,16 +64,12 @@ class Rig:
         self.broker(outs + self.linked.connected(wall, 0))
 
     def broker(self, outs):
-        done = []
-        while outs:
-            o = outs.pop(0)
-            done.append(o)
-            if o.seq:
-                leaf = o.topic.rsplit("/", 1)[1]
-                body = envelope.open_uplink(self.fleet.keys(MID), o.topic, o.payload, leaf, MID)["b"]
-                self.sent[(self.session.epoch, o.seq)] = (leaf, body)
-                outs.extend(self.session.puback(o.seq, W))
-        return done
+        return broker(self.session, outs, self._keep)
+
+    def _keep(self, o):
+        leaf = o.topic.rsplit("/", 1)[1]
+        body = envelope.open_uplink(self.fleet.keys(MID), o.topic, o.payload, leaf, MID)["b"]
+        self.sent[(self.session.epoch, o.seq)] = (leaf, body)
 
     def send(self, n, token, ref, wall):
         topic, payload = self.fleet.seal_token(MID, n, token, ref, wall)
