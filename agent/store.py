@@ -36,7 +36,7 @@ import binascii
 import os
 
 from agent.codec import msgpack
-from agent.delta import diff, patch  # noqa: F401 (diff and patch are part of this module's API)
+from agent.delta import diff, patch
 
 MAGIC = b"PMST"
 FORMAT_VERSION = 1
