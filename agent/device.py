@@ -20,12 +20,25 @@ Guarantees (see docs/store.md):
   energy an unclean cut may have lost (0 after PowerFail/Shutdown);
 - when files exist but none can be restored, the device boots a fresh
   meter in guarantee (supply on), publishes ``state_lost`` with what was
-  found, and keeps ``balance_valid`` False until the head-end clears it.
+  found, and keeps ``balance_valid`` False until the head-end clears it;
+- every commit but a plain checkpoint also writes the marks record (commit
+  counter, replay high-water marks of the parts, event record floor): at
+  boot a state older than the marks (damage to the newest file) is state
+  lost too ("rolled_back"), and the marks are raised into the parts
+  whatever was restored, so no token is accepted twice and no outbox
+  sequence is reused;
+- free supply after a loss ends after ``lost_supply_s`` (an event says so);
+- stored state that does not fit the config (another meter id, keypad key
+  removed or changed, older key revision) raises ConfigError naming the
+  key, before anything is written.
 
 The stored value is a dict of parts: {"v": 1, "meter": ..., "device":
 ..., <part name>: ...}; other durable parts (the token replay guard)
 register with ``add_part(name, obj)``: ``obj.snapshot()`` -> value,
-``obj.restore(value)`` (value None when the store had none).
+``obj.restore(value)`` (value None when the store had none); a part with
+replay state also has ``marks()`` (a small value) and ``raise_marks(value)``
+(merge a marks value in: never lowers anything; ValueError if damaged,
+ConfigError if it does not fit the config).
 
 ``next_deadline()`` is the wall second of the next Tick the meter or a
 checkpoint needs, so a shell may sleep until it.
@@ -33,15 +46,17 @@ checkpoint needs, so a shell may sleep until it.
 
 import gc
 
-from agent.config import INT, Field, at_least
+from agent.config import INT, ConfigError, Field, at_least
 from agent.events import Boot, Command
-from agent.store import REJECTED, Finding, StoreError
+from agent.store import BASE_LOST, OTHER_METER, REJECTED, Finding, StoreError
 
 DEVICE_VERSION = 1
 
 STORE_FIELDS = {
     "checkpoint_s": Field(INT, 60, at_least(1), doc="seconds between checkpoints of energy and balance"),
     "checkpoint_wh": Field(INT, 0, at_least(0), doc="also checkpoint after this many Wh (0 = off; costs flash wear)"),
+    "lost_supply_s": Field(INT, 7 * 86400, at_least(0), doc="seconds of free supply (guarantee) after the stored "
+                           "state is lost; then the meter runs on the balance it has until restored"),
 }
 
 _RESERVED = ("v", "meter", "device")
@@ -52,7 +67,7 @@ RETRY_S = 5  # a failing store is retried this often (and on every event while a
 def store_settings(cfg):
     """The ``store`` section of a config, with defaults when it is absent."""
     sc = cfg.get("store") if isinstance(cfg, dict) else None
-    out = {"checkpoint_s": 60, "checkpoint_wh": 0}
+    out = {"checkpoint_s": 60, "checkpoint_wh": 0, "lost_supply_s": 7 * 86400}
     if sc:
         for k in sorted(out):
             if k in sc:
@@ -72,10 +87,14 @@ class Device:
         sc = store_settings(cfg)
         self.checkpoint_s = sc["checkpoint_s"]
         self.checkpoint_wh = sc["checkpoint_wh"]
+        self.lost_supply_s = sc["lost_supply_s"]
         self.supply_max_w = cfg["meter"]["supply_max_w"]
         self.meter = None
         self.parts = {}
         self.state_lost = 0  # wall second the state was found lost; 0 = state is genuine
+        self.lost_ended = False  # the free supply after the loss has ended
+        self.counter = 0  # commits ever made (stored): compared with the marks at boot
+        self._marks_due = True  # the next commit must write the marks record
         self.findings = []
         self.source = None  # which files the state came from
         self.withheld = []  # Ack / close pulses waiting for a commit that failed
@@ -106,7 +125,9 @@ class Device:
         """Load the store, restore (or start) the meter, feed Boot; returns actions.
 
         ``before_commit(actions)`` sees every boot record (the core's and the
-        device's own) before the boot commit; see ``feed``.
+        device's own) before the boot commit; see ``feed``.  Raises
+        ConfigError (and writes nothing) when the stored state belongs to
+        another configuration.
         """
         # Free what setup left behind: reading a slot needs a contiguous
         # 4 KB buffer, and a board's heap is small and fragments.  Only on
@@ -114,6 +135,12 @@ class Device:
         if hasattr(gc, "mem_free"):
             gc.collect()
         loads, findings, had_files = self.store.load()
+        marks, mfind, had_marks = self.store.load_marks()
+        findings.extend(mfind)
+        other = _has(findings, OTHER_METER)
+        if other is not None:
+            raise ConfigError("meter.id", "the data directory holds another meter's state (%s: %s); "
+                              "use that meter's config or another data directory" % (other.file, other.detail))
         meter = None
         dev = {}
         for loaded in loads:
@@ -127,8 +154,10 @@ class Device:
                 dev = v.get("device")
                 if not isinstance(dev, dict):
                     dev = {}
-            except MemoryError:
-                raise  # out of RAM is not damage: never fall back to an older state for it
+            except (MemoryError, ConfigError):
+                # Out of RAM is not damage, and a config that does not fit is
+                # the operator's to fix: never fall back to an older state for it.
+                raise
             except Exception as e:  # any damage must end in a finding, never a crash loop
                 meter = None
                 findings.append(Finding(loaded.source, REJECTED, "cannot restore: %s" % (e,)))
@@ -136,48 +165,104 @@ class Device:
             self.store.adopt(loaded)
             self.source = loaded.source
             break
-        lost_now = False
+        lost_now = None
         if meter is None:
             self.store.adopt(None)
             for name in sorted(self.parts):
                 self.parts[name].restore(None)
             meter = self.meter_class(self.cfg)
-            lost_now = had_files
+            if had_files or had_marks:
+                lost_now = "no_valid_state"
         self.meter = meter
         self.findings = findings
-        lost = dev.get("lost", 0)
-        self.state_lost = lost if isinstance(lost, int) and not isinstance(lost, bool) else 0
+        stored_n = _uint(dev.get("n"))
+        marks_n = self._raise_marks(marks, findings)
+        if lost_now is None and self.source is not None and (stored_n < marks_n or _has(findings, BASE_LOST)):
+            # Newer commits are gone (a damaged file) and an older state
+            # loaded: it may lack acknowledged top-ups.  The marks keep the
+            # replay protection; the balance needs the head-end.
+            lost_now = "rolled_back"
+        self.counter = max(stored_n, marks_n)
+        self.state_lost = _uint(dev.get("lost"))
+        self.lost_ended = dev.get("lost_end") is True
         if lost_now:
             self.state_lost = wall if wall else 1
+            self.lost_ended = False
 
         actions = meter.handle(Boot(wall, mono))
         if self.state_lost:
-            # Keep the supply on: a meter that lost its balance must not cut anyone off.
-            more = meter.handle(Command("guarantee_on", {}, _STATE_LOST_REF, wall, mono))
-            actions.extend(a for a in more if not (a.kind == "ack" and a.ref == _STATE_LOST_REF))
+            if not self.lost_ended:
+                # Keep the supply on: a meter that lost its balance must not cut anyone off (for a while).
+                self._relay(actions, "guarantee_on", wall, mono)
             actions.append(
                 self._record(
                     "state_lost",
-                    "no_valid_state" if lost_now else "still_unresolved",
+                    lost_now or "still_unresolved",
                     {
                         "since": self.state_lost,
                         "balance_valid": False,
                         "found": [f.as_dict() for f in findings],
+                        "state_commit": stored_n,
+                        "marks_commit": marks_n,
+                        "free_until": None if self.lost_ended else self.state_lost + self.lost_supply_s,
                     },
                 )
             )
+            self._end_free_supply(actions, wall, mono)
         elif findings:
             actions.append(self._record("store", "skipped_files", {"found": [f.as_dict() for f in findings], "used": self.source}))
         if not lost_now and (loads or had_files):
-            actions.append(self._record("store", "unaccounted_energy", self._unaccounted(dev)))
+            damaged = False
+            for f in findings:
+                if not f.file.endswith(".tmp"):
+                    damaged = True
+            actions.append(self._record("store", "unaccounted_energy", self._unaccounted(dev, damaged)))
         if before_commit is not None:
             before_commit(actions)
         self._commit("boot", actions)
         return self._finish(actions)
 
-    def _unaccounted(self, dev):
-        """How much energy an unclean cut may have lost since the last commit."""
-        clean = dev.get("clean") is True
+    def _raise_marks(self, marks, findings):
+        """Raise the parts' replay state to the marks record; its commit number (0 if none)."""
+        if marks is None:
+            return 0
+        n = marks.get("n") if isinstance(marks, dict) else None
+        parts = marks.get("p") if isinstance(marks, dict) else None
+        if not isinstance(n, int) or isinstance(n, bool) or n < 0 or not isinstance(parts, dict):
+            findings.append(Finding("mark", REJECTED, "marks record of an unknown shape"))
+            return 0
+        for name in sorted(self.parts):
+            part = self.parts[name]
+            if hasattr(part, "raise_marks") and parts.get(name) is not None:
+                try:
+                    part.raise_marks(parts[name])
+                except (MemoryError, ConfigError):
+                    raise
+                except Exception as e:
+                    findings.append(Finding("mark", REJECTED, "%s: %s" % (name, e)))
+        floor = _uint(marks.get("evt"))
+        if floor > self.meter.log.seq:
+            self.meter.log.seq = floor  # event record numbers already published are never reused
+        return n
+
+    def _relay(self, actions, command, wall, mono):
+        # A relay command of the device's own: its ack is not for anyone.
+        more = self.meter.handle(Command(command, {}, _STATE_LOST_REF, wall, mono))
+        actions.extend(a for a in more if not (a.kind == "ack" and a.ref == _STATE_LOST_REF))
+
+    def _end_free_supply(self, actions, wall, mono):
+        """End the guarantee of a lost state once ``lost_supply_s`` has passed; True if it ended now."""
+        if not self.state_lost or self.lost_ended or wall is None or wall < self.state_lost + self.lost_supply_s:
+            return False
+        self.lost_ended = True
+        self._relay(actions, "guarantee_off", wall, mono)
+        actions.append(self._record("state_lost", "free_supply_ended", {
+            "since": self.state_lost, "limit_s": self.lost_supply_s, "balance": self.meter.balance}))
+        return True
+
+    def _unaccounted(self, dev, damaged):
+        """How much energy an unclean cut (or a damaged newest checkpoint) may have lost."""
+        clean = dev.get("clean") is True and not damaged
         if clean:
             most = 0
         else:
@@ -211,6 +296,8 @@ class Device:
             if a.kind == "persist":
                 reason = a.reason
                 break
+        if self._end_free_supply(actions, self.meter.wall, event.mono) and reason is None:
+            reason = "free_supply_ended"
         if before_commit is not None:
             extra = before_commit(actions)
             if reason is None and extra:
@@ -270,6 +357,10 @@ class Device:
             t = wall + (due - m.mono + 999) // 1000
             if t < wall:
                 t = wall
+        if self.state_lost and not self.lost_ended:
+            end = self.state_lost + self.lost_supply_s
+            if t is None or end < t:
+                t = end
         if t is not None and (best is None or t < best):
             best = t
         return best
@@ -283,8 +374,9 @@ class Device:
             return []
         self.state_lost = 0
         actions = [self._record("state_lost", "cleared", {})]
-        actions.extend(self.meter.handle(Command("guarantee_off", {}, _STATE_LOST_REF, wall, mono)))
-        actions = [a for a in actions if not (a.kind == "ack" and a.ref == _STATE_LOST_REF)]
+        if not self.lost_ended:
+            self._relay(actions, "guarantee_off", wall, mono)
+        self.lost_ended = False
         if before_commit is not None:
             before_commit(actions)
         self._commit("state_lost_cleared", actions)
@@ -301,15 +393,33 @@ class Device:
         v = {
             "v": DEVICE_VERSION,
             "meter": m.snapshot(),
-            "device": {"lost": self.state_lost, "clean": clean, "reason": reason, "wall": m.wall},
+            "device": {"lost": self.state_lost, "lost_end": self.lost_ended, "clean": clean, "reason": reason,
+                       "wall": m.wall, "n": self.counter},
         }
         for name in sorted(self.parts):
             v[name] = self.parts[name].snapshot()
         return v
 
+    def marks(self):
+        """The marks record: commit counter, event record floor, the parts' marks."""
+        parts = {}
+        for name in sorted(self.parts):
+            part = self.parts[name]
+            if hasattr(part, "marks"):
+                parts[name] = part.marks()
+        return {"evt": self.meter.log.seq, "n": self.counter, "p": parts}
+
     def _commit(self, reason, actions, clean=False):
+        # Every commit but a plain checkpoint may release something (an ack,
+        # an outbox entry, a used token): the marks record goes with it.  A
+        # checkpoint only moves energy, bounded like an unclean cut.
+        if reason != "checkpoint":
+            self._marks_due = True
+        self.counter += 1
         try:
             self.store.commit(self.value(reason, clean), full=reason == "boot")
+            if self._marks_due:
+                self.store.commit_marks(self.marks())
         except StoreError as e:
             self._fail_mono = self.meter.mono
             # Durable before acknowledged: hold back acks and closes until a commit works.
@@ -325,6 +435,7 @@ class Device:
             actions[:] = keep
             return False
         self.commits += 1
+        self._marks_due = False
         m = self.meter
         self._mark_mono = m.mono
         self._mark_total = m.regs.total
@@ -339,3 +450,16 @@ class Device:
 
     def _finish(self, actions):
         return [a for a in actions if a.kind != "persist"]
+
+
+def _has(findings, problem):
+    """The first finding with ``problem``, or None."""
+    for f in findings:
+        if f.problem == problem:
+            return f
+    return None
+
+
+def _uint(v):
+    """``v`` if it is a non-negative int (not a bool), else 0."""
+    return v if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else 0

@@ -6,6 +6,9 @@ renames it over the *older* slot (rename over an existing file is atomic
 on littlefs and ext4; delete-then-rename is not) and syncs the directory.
 So at every instant at least the previous committed copy is intact, and
 a cut mid-commit leaves either the old or the new value, never a mix.
+``Store`` (below) adds checkpoint deltas and a small high-water "marks"
+record, so that damage to any one file is either survived or detected
+(docs/store.md).
 
 File format (all integers big-endian)::
 
@@ -33,6 +36,7 @@ import binascii
 import os
 
 from agent.codec import msgpack
+from agent.delta import diff, patch
 
 MAGIC = b"PMST"
 FORMAT_VERSION = 1
@@ -51,6 +55,7 @@ TOO_LARGE = "too_large"
 UNREADABLE = "unreadable"
 UNDECODABLE = "undecodable"
 REJECTED = "rejected"
+BASE_LOST = "base_lost"  # an intact checkpoint of a base newer than every intact one
 
 
 class StoreError(Exception):
@@ -320,6 +325,12 @@ class Slots:
         """Write already-encoded ``payload`` bytes (see ``commit``)."""
         target = "b" if self.current == "a" else "a"
         data = encode_file(self.meter_id, self.seq + 1, payload)
+        self._write(target, data)
+        self.seq += 1
+        self.current = target
+        return len(data)
+
+    def _write(self, target, data):
         tmp = self.path("tmp")
         try:
             h = self.fs.create(tmp)
@@ -335,160 +346,18 @@ class Slots:
             raise
         except Exception as e:
             raise StoreError("commit to %s failed: %r" % (self.path(target), e))
-        self.seq += 1
-        self.current = target
         self.writes += 1
         self.bytes_written += len(data)
-        return len(data)
 
 
 # ------------------------------------------------------------ checkpoints
 #
 # A full snapshot is several KB (event log, load profile); writing it every
-# minute would cost ~7 MB/day.  So most commits write a small *delta*: the
-# operations that turn the last full snapshot (the base) into the current
-# value.  The delta names its base by sequence number and payload CRC, and
-# lives in its own A/B pair, so a cut while writing either file leaves the
-# previous base+delta pair intact.
-
-
-def _eq(a, b):
-    """Deep equality that tells True from 1 (their encodings differ)."""
-    ta = type(a)
-    if ta is not type(b):
-        if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
-            ta = list
-        else:
-            return False
-    if isinstance(a, (list, tuple)):
-        if len(a) != len(b):
-            return False
-        for i in range(len(a)):
-            if not _eq(a[i], b[i]):
-                return False
-        return True
-    if ta is dict:
-        if len(a) != len(b):
-            return False
-        for k in a:
-            if k not in b or not _eq(a[k], b[k]):
-                return False
-        return True
-    return a == b
-
-
-MAX_SHIFT = 8
-
-
-def _diff(a, b, path, ops):
-    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
-        n = len(b)
-        m = len(a)
-        if m == n and (n == 0 or _eq(a[0], b[0])):
-            for i in range(n):
-                _diff(a[i], b[i], path + [i], ops)
-            return
-        # Newest-first histories grow at the front and drop the oldest:
-        # [new..., old[0], old[1], ...]
-        k = 1
-        while k <= MAX_SHIFT and k < n:
-            if n - k <= m and _eq(b[k:], a[: n - k]):
-                ops.append(["splice", path, 0, 0, list(b[:k]), n])
-                return
-            k += 1
-        # Sorted sets and logs grow in the middle or at the end: keep the
-        # common prefix and suffix, replace what lies between.
-        p = 0
-        while p < m and p < n and _eq(a[p], b[p]):
-            p += 1
-        q = 0
-        while q < m - p and q < n - p and _eq(a[m - 1 - q], b[n - 1 - q]):
-            q += 1
-        if m != n and p + q > 0 and n - p - q <= MAX_SHIFT:
-            ops.append(["splice", path, p, m - q, list(b[p : n - q]), n])
-            return
-        if m == n:
-            for i in range(n):
-                _diff(a[i], b[i], path + [i], ops)
-            return
-        ops.append(["set", path, b])
-        return
-    if isinstance(a, dict) and isinstance(b, dict):
-        if len(a) == len(b) and all(k in b for k in a):
-            for k in sorted(a):
-                _diff(a[k], b[k], path + [k], ops)
-            return
-        ops.append(["set", path, b])
-        return
-    if not _eq(a, b):
-        ops.append(["set", path, b])
-
-
-def diff(old, new):
-    """Operations turning ``old`` into ``new`` (see ``patch``)."""
-    ops = []
-    _diff(old, new, [], ops)
-    return ops
-
-
-def patch(value, ops):
-    """Apply ``diff`` operations to ``value`` (modified in place); returns the result.
-
-    Operations: ["set", path, value] and ["splice", path, start, end,
-    items, length] (list = old[:start] + items + old[end:], first
-    ``length`` items).
-
-    Raises ValueError if an operation does not fit the value.
-    """
-    try:
-        for op in ops:
-            kind, path, arg = op[0], op[1], op[2]
-            if kind == "set":
-                new = arg
-            elif kind == "splice":
-                # old[:start] + items + old[end:], cut to ``length`` items
-                old = _get(value, path)
-                start, end, items, length = arg, op[3], op[4], op[5]
-                if not isinstance(old, list) or not isinstance(items, list):
-                    raise ValueError("splice on a non-list")
-                for x in (start, end, length):
-                    if not isinstance(x, int) or isinstance(x, bool):
-                        raise ValueError("splice bounds must be integers")
-                if not 0 <= start <= end <= len(old):
-                    raise ValueError("splice %d:%d outside a list of %d" % (start, end, len(old)))
-                new = old[:start] + items + old[end:]
-                if not 0 <= length <= len(new):
-                    raise ValueError("splice length %d of %d items" % (length, len(new)))
-                new = new[:length]
-            else:
-                raise ValueError("unknown operation %r" % (kind,))
-            if not path:
-                value = new
-            else:
-                parent = _get(value, path[:-1])
-                key = path[-1]
-                if isinstance(parent, list):
-                    if not isinstance(key, int) or isinstance(key, bool) or not 0 <= key < len(parent):
-                        raise ValueError("index %r out of range" % (key,))
-                elif not isinstance(parent, dict) or key not in parent:
-                    raise ValueError("key %r not found" % (key,))
-                parent[key] = new
-    except (ValueError, MemoryError):
-        raise
-    except Exception as e:  # IndexError, TypeError, KeyError from a damaged delta
-        raise ValueError("delta does not fit: %r" % (e,))
-    return value
-
-
-def _get(value, path):
-    for key in path:
-        if isinstance(value, list):
-            if not isinstance(key, int) or isinstance(key, bool) or not 0 <= key < len(value):
-                raise ValueError("index %r out of range" % (key,))
-        elif not isinstance(value, dict) or key not in value:
-            raise ValueError("key %r not found" % (key,))
-        value = value[key]
-    return value
+# minute would cost ~7 MB/day.  So most commits write a small *delta*
+# (agent/delta.py): the operations that turn the last full snapshot (the
+# base) into the current value.  The delta names its base by sequence
+# number and payload CRC, and lives in its own A/B pair, so a cut while
+# writing either file leaves the previous base+delta pair intact.
 
 
 class Loaded:
@@ -504,14 +373,17 @@ class Loaded:
 
 
 class Store:
-    """The device's durable state: full snapshots plus small checkpoint deltas.
+    """The device's durable state: full snapshots, checkpoint deltas, marks.
 
     ``load()`` -> (list of ``Loaded`` newest first, findings, had_files):
     the caller restores from the first one that fits and calls
     ``adopt(loaded)``.  ``commit(value)`` writes a delta against the
     current base when it is small (<= ``delta_ratio`` of the base size,
-    default a quarter), else a new full base.  ``writes``/``bytes_written``
-    add up both files; ``full_writes`` counts bases.
+    default a quarter), else a new full base.  ``commit_marks(m)`` writes
+    the small high-water record (``mark.a`` / ``mark.b``, the older
+    overwritten), which ``load_marks()`` reads back.
+    ``writes``/``bytes_written`` add up every file; ``full_writes`` counts
+    bases and ``mark_writes`` marks records.
     """
 
     def __init__(self, fs, directory, meter_id, delta_ratio=4, min_delta=512):
@@ -520,6 +392,7 @@ class Store:
         self.meter_id = meter_id
         self.full = Slots(fs, directory, meter_id, "state")
         self.delta = Slots(fs, directory, meter_id, "ckpt")
+        self.marks = Slots(fs, directory, meter_id, "mark")
         self.delta_ratio = delta_ratio
         self.min_delta = min_delta
         self.base = None  # (seq, crc, packed payload) of the current base
@@ -527,11 +400,15 @@ class Store:
 
     @property
     def writes(self):
-        return self.full.writes + self.delta.writes
+        return self.full.writes + self.delta.writes + self.marks.writes
 
     @property
     def bytes_written(self):
-        return self.full.bytes_written + self.delta.bytes_written
+        return self.full.bytes_written + self.delta.bytes_written + self.marks.bytes_written
+
+    @property
+    def mark_writes(self):
+        return self.marks.writes
 
     def load(self):
         """Every recoverable state, newest first, with findings about the rest."""
@@ -553,12 +430,28 @@ class Store:
                     continue
                 out.append(Loaded(value, b, d, "%s+%s" % (b.file, d.file)))
             out.append(Loaded(b.value, b, None, b.file))
-        if bases:
-            # A checkpoint whose base is gone was superseded by a newer full commit.
-            for d in deltas:
-                if d.slot not in used and not (isinstance(d.value, list) and len(d.value) == 3):
-                    findings.append(Finding(d.file, UNDECODABLE, "not a checkpoint"))
+        newest = bases[0].seq if bases else 0
+        for d in deltas:
+            v = d.value
+            if d.slot in used:
+                continue
+            if not (isinstance(v, list) and len(v) == 3):
+                findings.append(Finding(d.file, UNDECODABLE, "not a checkpoint"))
+            elif isinstance(v[0], int) and v[0] > newest:
+                # Not superseded (a newer base would have a higher number): its
+                # base was written after every intact one and is damaged.
+                findings.append(Finding(d.file, BASE_LOST, "checkpoint of base %d, newer than every "
+                                        "intact base: the state it belongs to is lost" % v[0]))
         return out, findings, had or dhad
+
+    def load_marks(self):
+        """The newest intact marks record (or None), findings, whether a file existed.
+
+        Continues from it: the next marks write replaces the other copy.
+        """
+        cands, findings, had = self.marks.load()
+        self.marks.adopt(cands[0] if cands else None)
+        return (cands[0].value if cands else None), findings, had
 
     def adopt(self, loaded):
         """Continue from ``loaded`` (or from nothing, when None)."""
@@ -578,6 +471,17 @@ class Store:
             payload = msgpack.pack(value)
         except ValueError as e:
             raise StoreError("state cannot be encoded: %s" % e)
+        return self._commit_state(payload, value, full)
+
+    def commit_marks(self, marks):
+        """Make the marks record ``marks`` durable over its older copy; returns bytes written.
+
+        Call it after the state's commit, so a cut between the two leaves
+        a state newer than the marks, never older.
+        """
+        return self.marks.commit(marks)
+
+    def _commit_state(self, payload, value, full):
         if self.base is not None and not full:
             ops = diff(msgpack.unpack(self.base[2]), value)
             try:

@@ -1,12 +1,15 @@
 """Flash wear of the durable store for a household, and the time to commit a top-up.
 
-    .venv/bin/python bench/store_wear.py [--days N] [--repeat N]
+    .venv/bin/python bench/store_wear.py [--days N] [--repeat N] [--linked]
 
 A household using 10 kWh/day on a 3,200 imp/kWh meter (32,000 pulses/day,
 more in the evening), pulses fed every 10 s (and, to show the pulse rate
 does not matter, every 1 s), a top-up a day, a cut for arrears and a
 reconnection every day, the daily freeze.  Counts commits (file writes) and
 bytes written per day after the first day, then estimates card/flash life.
+``--linked`` runs the same household through the whole agent (LinkedMeter:
+token guard and MQTT session parts, telemetry every 5 minutes, every
+outbox entry acknowledged by a stand-in broker) instead of the Device alone.
 Exits 1 if the budget (<= 1,500 writes/day, <= 2 MB/day) is broken.
 """
 
@@ -31,17 +34,41 @@ DAY = 86400
 PROFILE = [2, 2, 2, 2, 2, 3, 5, 6, 5, 4, 4, 4, 4, 4, 4, 4, 5, 7, 9, 9, 8, 6, 3, 2]
 
 
-def simulate(days, step_s):
+def _linked(dev):
+    """A feed function running events through a LinkedMeter on ``dev``."""
+    from agent.link.agent import LinkedMeter
+    from agent.link.envelope import LinkKeys
+    from agent.link.session import Session
+    from agent.tokens import TokenGuard
+
+    session = Session(MID, LinkKeys(bytes(32)), bytes(8))
+    linked = LinkedMeter(dev, TokenGuard(MID, bytes(32)), session)
+
+    def broker(outs):
+        while outs:
+            o = outs.pop()
+            if o.seq:
+                outs.extend(session.puback(o.seq, 0))
+
+    broker(linked.boot(W0, 0)[1] + linked.connected(W0, 0))
+    return lambda event: broker(linked.handle(event, event.wall)[1])
+
+
+def simulate(days, step_s, linked=False):
     d = tempfile.mkdtemp(prefix="wear-")
     cfg = validate({"meter": {"id": MID}, "account": {"opening_balance": 100_000, "trip_delay_s": 60}}, SCHEMA)
     store = Store(OsFS(), d, MID)
     dev = Device(cfg, store)
-    dev.boot(W0, 0)
+    if linked:
+        feed = _linked(dev)
+    else:
+        dev.boot(W0, 0)
+        feed = dev.feed
     total_share = sum(PROFILE)
     per_day = []
     carry = 0
     for day in range(days):
-        w0, b0, f0 = store.writes, store.bytes_written, store.full_writes
+        w0, b0, f0, m0 = store.writes, store.bytes_written, store.full_writes, store.mark_writes
         for s in range(0, DAY, step_s):
             wall = W0 + day * DAY + s
             mono = (day * DAY + s) * 1000
@@ -52,16 +79,16 @@ def simulate(days, step_s):
             carry -= count * total_share * 3600
             if dev.meter.relay_position is False:
                 count = 0
-            dev.feed(Pulses(count, wall, mono))
+            feed(Pulses(count, wall, mono))
             if s % 60 == 0:
-                dev.feed(Tick(wall, mono + 1))
+                feed(Tick(wall, mono + 1))
             if s == 19 * 3600:
-                dev.feed(Command("trip", {}, "c%d" % day, wall, mono + 2))
+                feed(Command("trip", {}, "c%d" % day, wall, mono + 2))
             if s == 19 * 3600 + 600:
-                dev.feed(Command("close_direct", {}, "r%d" % day, wall, mono + 2))
+                feed(Command("close_direct", {}, "r%d" % day, wall, mono + 2))
             if s == 20 * 3600:
-                dev.feed(TopUp(60_000, "t%d" % day, wall, mono + 3))
-        per_day.append((store.writes - w0, store.bytes_written - b0, store.full_writes - f0))
+                feed(TopUp(60_000, "t%d" % day, wall, mono + 3))
+        per_day.append((store.writes - w0, store.bytes_written - b0, store.full_writes - f0, store.mark_writes - m0))
     return per_day[1:] if days > 1 else per_day, dev
 
 
@@ -84,13 +111,15 @@ def commit_times(n):
 def main(argv):
     days = int(argv[argv.index("--days") + 1]) if "--days" in argv else 3
     repeat = int(argv[argv.index("--repeat") + 1]) if "--repeat" in argv else 200
+    linked = "--linked" in argv
     ok = True
     for step in (10, 1):
-        per_day, dev = simulate(days if step == 10 else 2, step)
+        per_day, dev = simulate(days if step == 10 else 2, step, linked)
         writes = max(p[0] for p in per_day)
         nbytes = max(p[1] for p in per_day)
         fulls = max(p[2] for p in per_day)
-        print("store_wear  pulses every %2d s  writes/day %d (full %d)  bytes/day %d  (worst of %d days)" % (step, writes, fulls, nbytes, len(per_day)))
+        print("store_wear%s  pulses every %2d s  writes/day %d (full %d, marks %d)  bytes/day %d  (worst of %d days)"
+              % (" linked" if linked else "", step, writes, fulls, max(p[3] for p in per_day), nbytes, len(per_day)))
         ok = ok and writes <= 1500 and nbytes <= 2_000_000
     snap = len(__import__("agent.codec.msgpack", None, None, ["pack"]).pack(dev.value("x")))
     print("store_wear  full snapshot size %d bytes" % snap)

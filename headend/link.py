@@ -315,6 +315,11 @@ class HeadEnd:
         plan = self.shadow.restore_plan(meter_id)
         if amount is not None:
             plan["amount"] = amount
-        ref, ack, secs = self.push_command(meter_id, "set_credit", {"amount": plan["amount"]}, wait, wall,
-                                           operator="restore")
+        args = {"amount": plan["amount"]}
+        # The meter counts every token issued before this one as used; "kp"
+        # carries the keypad codes' high-water mark (its store may be gone).
+        kp = max((t["seq"] for t in self.ledger.tokens(meter_id) if t["channel"] == "keypad"), default=0)
+        if kp:
+            args["kp"] = kp
+        ref, ack, secs = self.push_command(meter_id, "set_credit", args, wait, wall, operator="restore")
         return plan, ref, ack, secs

@@ -414,6 +414,11 @@ def cmd_agent(args):
     signal.signal(signal.SIGINT, on_signal)
     try:
         return rt.run()
+    except ConfigError as e:  # the stored state belongs to another config: nothing was written
+        rt.backend.close()
+        if rt.keypad is not None:
+            rt.keypad.close()
+        return _fail(str(e))
     except OSError as e:  # e.g. the DL/T 645 port cannot be bound
         log.error("cannot run: %s", e)
         return 1

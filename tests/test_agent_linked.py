@@ -19,6 +19,7 @@ from agent.tokens import keypad as kp
 from headend import keys as hkeys
 from headend.link import Fleet
 from headend.shadow import Shadow
+import linked_rig
 
 MID = "000000000042"
 MASTER = bytes(range(100, 132))
@@ -55,14 +56,7 @@ class Rig:
         self.broker(self.linked.connected(W, 0))
 
     def broker(self, outs):
-        # What a broker does: PUBACK every outbox entry, so the window keeps moving.
-        done = []
-        while outs:
-            o = outs.pop(0)
-            done.append(o)
-            if o.seq:
-                outs.extend(self.session.puback(o.seq, W))
-        return done
+        return linked_rig.broker(self.session, outs)
 
     def stored(self):
         return Store(OsFS(), self.dir, MID).load()[0][0].value

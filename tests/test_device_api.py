@@ -54,7 +54,7 @@ def test_device_before_commit_joins_the_events_commit(tmp_path):
     writes = d.store.writes
     acts = d.feed(TopUp(5000, "r1", W + 1, 1000), bump)
     assert "ack" in seen and "persist" in seen
-    assert d.store.writes == writes + 1  # one commit for the core and the part
+    assert d.store.writes == writes + 2  # one commit for the core and the part, then the marks
     assert [a.kind for a in acts if a.kind == "ack"] == ["ack"] and not any(a.kind == "persist" for a in acts)
     v = stored(tmp_path)
     assert v["counter"] == 1 and v["meter"][5] == d.meter.account.snapshot()
@@ -72,7 +72,7 @@ def test_device_before_commit_reason_forces_a_commit_and_none_does_not(tmp_path)
         return "counter"
 
     d.feed(Tick(W + 2, 2000), change)
-    assert d.store.writes == writes + 1 and stored(tmp_path)["counter"] == 7
+    assert d.store.writes == writes + 2 and stored(tmp_path)["counter"] == 7  # state + marks
     d2, part2 = make(tmp_path)
     d2.boot(W + 3, 0)
     assert part2.n == 7

@@ -2,7 +2,9 @@
 
 import os
 
-from agent.config import validate
+import pytest
+
+from agent.config import ConfigError, validate
 from agent.device import Device
 from agent.events import PowerFail, Pulses, Shutdown, Tick, TopUp
 from agent.meter import SCHEMA
@@ -72,7 +74,8 @@ def test_device_topup_committed_before_ack(tmp_path):
     before = d.store.writes
     acts = d.feed(TopUp(50_000, "r1", W + 1, 1000))
     assert [a.kind for a in acts if a.kind == "ack"] == ["ack"]
-    assert d.store.writes == before + 1
+    assert d.store.writes == before + 2  # the state's checkpoint, then the marks record
+    assert d.store.mark_writes == 2  # boot and the top-up
     d2 = device(tmp_path)
     d2.boot(W + 2, 0)
     assert d2.meter.balance == 150_000
@@ -124,14 +127,16 @@ def test_device_state_lost_is_safe_and_visible(tmp_path):
     assert not d4.state_lost and d4.meter.relay_state == "connected"
 
 
-def test_device_snapshot_from_other_config_is_a_finding(tmp_path):
+def test_device_snapshot_of_another_meter_is_a_config_error_and_changes_nothing(tmp_path):
     d = device(tmp_path)
     d.boot(W, 0)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
     other = validate({"meter": {"id": "000000000043"}}, SCHEMA)
     d2 = Device(other, Store(OsFS(), str(tmp_path), "000000000043"))
-    acts = d2.boot(W + 1, 0)
-    assert d2.state_lost
-    assert {f["problem"] for f in records(acts, "state_lost")[0].data["found"]} == {"other_meter"}
+    with pytest.raises(ConfigError) as e:
+        d2.boot(W + 1, 0)
+    assert e.value.key == "meter.id" and "000000000042" in str(e.value)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
 
 
 class FailingFS(OsFS):

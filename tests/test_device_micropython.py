@@ -14,4 +14,4 @@ def test_device_runs_on_micropython(tmp_path):
         cwd=os.path.join(ROOT, "tests"), env=env, capture_output=True, text=True, timeout=60,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "1 passed, 0 failed" in done.stdout
+    assert "2 passed, 0 failed" in done.stdout

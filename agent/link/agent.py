@@ -97,6 +97,12 @@ class _Part:
         if value is not None:
             self.obj.restore(value)
 
+    def marks(self):
+        return self.obj.marks()
+
+    def raise_marks(self, value):
+        self.obj.raise_marks(value)
+
 
 class LinkedMeter:
     """Runs a Device (core + store) with its TokenGuard behind a link Session.
@@ -362,7 +368,10 @@ class LinkedMeter:
         elif self._acked == results.ACCEPTED and event.kind == "command" and event.name == "set_credit" \
                 and self.device.state_lost:
             # The head-end restored the balance of a meter whose store was lost
-            # (pmeter restore): the state is genuine again, end guarantee.
+            # (pmeter restore): the balance accounts for every token issued
+            # before this one, so they all count as used; end guarantee.
+            self.guard.supersede(token.seq, token.args.get("kp"))
+            s.supersede(inbound.n)
             actions.extend(self.device.clear_state_lost(wall, mono, self._before_commit))
         return self._after(actions)
 
@@ -401,6 +410,10 @@ class LinkedMeter:
             code = self._acked if self._acked is not None else results.REFUSED
         finally:
             self._token = None
+        if code == results.ACCEPTED and tok.kind == "set_credit" and self.device.state_lost:
+            # A keypad SET code from the vendor is a keypad-only meter's way out
+            # of state_lost: it sets the balance and supersedes every older code.
+            actions.extend(self.device.clear_state_lost(wall, mono, self._before_commit))
         hw, outs = self._after(actions)
         return code, [a for a in hw if not (a.kind == "ack" and a.ref == tok.ref)], outs
 

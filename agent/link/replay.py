@@ -19,6 +19,30 @@ WINDOW = 64
 N_MAX = (1 << 64) - 1
 
 
+def merge_window(high, mask, high2, mask2, width):
+    """The union of two used-sets, each ``(high, mask)`` with bit i = ``high - i`` used.
+
+    Keeps ``width`` bits; the result's high is the larger one.  Used to raise
+    replay state to a high-water record and never to lower it.
+    """
+    if high2 > high:
+        high, mask, high2, mask2 = high2, mask2, high, mask
+    d = high - high2
+    if d < width:
+        mask |= mask2 << d
+    return high, mask & ((1 << width) - 1)
+
+
+def check_pair(value, what):
+    """``value`` as ``(high, mask)`` of non-negative ints; ValueError naming ``what``."""
+    if not isinstance(value, (list, tuple)) or len(value) != 2:
+        raise ValueError("%s: must be [high, mask]" % what)
+    for v in value:
+        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+            raise ValueError("%s: must be [high, mask] of non-negative ints" % what)
+    return value[0], value[1]
+
+
 class ReplayGuard:
     """Highest accepted sequence number plus a bitmask of the window below it."""
 
@@ -60,6 +84,14 @@ class ReplayGuard:
     def snapshot(self):
         """A msgpack-able value for the store."""
         return [self.high, self.mask]
+
+    def raise_to(self, high, mask):
+        """Add a used-set ``[high, mask]`` (as ``snapshot``) to this one; never lowers."""
+        # Shift both to "bit i = high - i" (high itself is used when > 0), merge, shift back.
+        a = (self.mask << 1) | (1 if self.high else 0)
+        b = (mask << 1) | (1 if high else 0)
+        self.high, full = merge_window(self.high, a, high, b, WINDOW + 1)
+        self.mask = full >> 1
 
     def restore(self, snap):
         """Load a ``snapshot()``; ValueError if it does not fit."""

@@ -17,7 +17,7 @@ from agent import results
 from agent.config import BOOL, STR, Field
 from agent.link import envelope, topics
 from agent.link.outbox import CRITICAL, EVENT, TELE, Outbox
-from agent.link.replay import ReplayGuard
+from agent.link.replay import WINDOW, ReplayGuard, check_pair
 
 # Event kinds about money or the relay: never dropped from the outbox.
 CRITICAL_KINDS = (
@@ -40,6 +40,19 @@ HA_FIELDS = {
     "ha_prefix": Field(STR, topics.HA_PREFIX, doc="Home Assistant discovery prefix"),
     "ha_currency": Field(STR, "CNY", doc="currency of the balance sensor"),
 }
+
+# Telemetry is published without a commit of its own.  After this many
+# uncommitted entries the session asks for one, and a restart numbers new
+# entries this far above the stored next q: an entry sent just before an
+# unclean cut never shares its (epoch, q) with a new one.
+TELE_UNCOMMITTED = 4
+
+# The marks record (agent/store.py) holds a lease on outbox numbers: every
+# q below its ``q`` may have been sent.  A restart numbers new entries from
+# there on, whatever state it restored; the session asks for a new lease
+# (a commit with the marks) when fewer than Q_MARGIN numbers are left.
+Q_LEASE = 128
+Q_MARGIN = 16
 
 REJECT_BURST = 10  # link_reject events allowed per REJECT_PERIOD_MS, the rest counted
 REJECT_PERIOD_MS = 60000
@@ -119,6 +132,8 @@ class Session:
         self._reject_budget = REJECT_BURST
         self._suppressed = 0
         self._pending_n = {}  # ref -> n of commands handed to the core
+        self._tele_since = 0  # telemetry entries queued since the last snapshot
+        self.q_lease = 0  # outbox numbers below this are covered by the last marks record
         self._topic_cache = {}
 
     # ------------------------------------------------------------ topics
@@ -161,7 +176,7 @@ class Session:
 
     def _queue(self, cls, leaf, body, wall):
         seq = self.outbox.add(cls, leaf, body)
-        if cls != TELE:
+        if cls != TELE or self.outbox.next_seq + Q_MARGIN > self.q_lease:
             self.dirty = True
         return seq, self._drain(wall)
 
@@ -309,6 +324,9 @@ class Session:
         body["dropped"] = list(self.outbox.dropped)
         body["pending"] = self.outbox.pending()
         _seq, outs = self._queue(TELE, topics.TELE, body, wall)
+        self._tele_since += 1
+        if self._tele_since >= TELE_UNCOMMITTED:
+            self.dirty = True
         if self.ha is not None and self.online:
             outs.append(self._ha_out(body))
         return outs
@@ -341,8 +359,36 @@ class Session:
     def snapshot(self):
         """What the store must keep: outbox, replay guard, last event seq."""
         self.dirty = False
+        self._tele_since = 0
         return {"epoch": self.epoch, "guard": self.guard.snapshot(), "last_evt": self.last_event_seq,
                 "outbox": self.outbox.snapshot()}
+
+    def marks(self):
+        """High-water marks for the store's marks record: epoch, outbox lease, command guard."""
+        self.q_lease = self.outbox.next_seq + Q_LEASE
+        return {"e": self.epoch, "g": self.guard.snapshot(), "q": self.q_lease}
+
+    def raise_marks(self, marks):
+        """Raise the command guard and, in the same epoch, the next outbox q to ``marks``.
+
+        Whichever copy was restored, entries sent before keep their
+        (epoch, q): new ones are numbered above the lease.  ValueError if
+        ``marks`` is damaged (nothing changed then).
+        """
+        if not isinstance(marks, dict):
+            raise ValueError("link marks: must be a map")
+        high, mask = check_pair(marks.get("g"), "link marks field 'g'")
+        q = marks.get("q")
+        if not isinstance(q, int) or isinstance(q, bool) or q < 1:
+            raise ValueError("link marks field 'q': must be an int >= 1")
+        self.guard.raise_to(high, mask)
+        if marks.get("e") == self.epoch and q > self.outbox.next_seq:
+            self.outbox.next_seq = q
+
+    def supersede(self, n):
+        """Every command sequence up to ``n`` counts as used (a restore after state loss)."""
+        self.guard.raise_to(n, (1 << WINDOW) - 1)
+        self.dirty = True
 
     def restore(self, snap):
         """Load a ``snapshot()``; ValueError naming the field if it does not fit."""
@@ -358,4 +404,5 @@ class Session:
             raise ValueError("link snapshot field 'epoch': must be an int >= 0")
         self.last_event_seq = last
         self.epoch = epoch
+        self.outbox.next_seq += TELE_UNCOMMITTED
         self.dirty = False

@@ -27,6 +27,7 @@ import binascii
 from agent import config, crypto, results
 from agent.tokens import keypad as _keypad
 from agent.tokens import mqtt
+from agent.link.replay import check_pair, merge_window
 from agent.tokens.lockout import Lockout
 
 MONEY_SCALE = 10000
@@ -286,19 +287,78 @@ class TokenGuard:
             raise ValueError("token guard snapshot: key must be 32 bytes")
         rev = _u(snap.get("r"), "r", mqtt.U32)
         if rev < self.revision:
-            raise ValueError("token guard snapshot has key revision %d, older than configured %d" % (rev, self.revision))
+            raise config.ConfigError("tokens.revision", "is %d, but the meter's stored key is of revision %d: "
+                                     "configure the key it has, or send it a key change" % (self.revision, rev))
         window = mqtt.Window()
         window.restore(snap.get("w"))
         lockout = Lockout()
         lockout.restore(snap.get("lo"))
         kp = snap.get("kp")
-        if (kp is None) != (self.keypad is None):
-            raise ValueError("token guard snapshot: keypad configured on one side only")
+        self._keypad_fits(kp is not None, kp.get("s") if isinstance(kp, dict) else None)
         if kp is not None:
             self.keypad.restore(kp)  # validates everything before changing anything
         self.window = window
         self.lockout = lockout
         self._set_key(bytes(key), rev)
+
+
+    def _keypad_fits(self, stored, start):
+        # A keypad whose used codes are stored must still be configured, with
+        # the same chain: else every old code would be accepted again.  (A
+        # keypad cannot be added in place either: its stored state would be
+        # a guess.)
+        if stored and self.keypad is None:
+            raise config.ConfigError("tokens.keypad_key", "is not set, but this meter's stored state has a keypad "
+                                     "(its used codes): put the key back")
+        if not stored and self.keypad is not None:
+            raise config.ConfigError("tokens.keypad_key", "is set, but this meter's stored state has no keypad: "
+                                     "remove the key, or start the meter on a new data directory")
+        if stored and start != self.keypad.chain.start:
+            raise config.ConfigError("tokens.keypad_starting_code", "the keypad key or starting code differs from "
+                                     "the one this meter's keypad codes were made with: put the old ones back")
+
+    # -------------------------------------------------------- marks
+
+    def marks(self):
+        """High-water marks for the store's marks record (small, msgpack-able)."""
+        kp = self.keypad
+        return {"k": [kp.chain.start, kp.last, kp.used] if kp is not None else None,
+                "w": [self.window.high, self.window.mask]}
+
+    def raise_marks(self, marks):
+        """Raise the token window and the keypad's used counts to ``marks`` (never lowers).
+
+        ValueError if ``marks`` is damaged, ConfigError if its keypad does not
+        fit the configured one; nothing changed then.
+        """
+        if not isinstance(marks, dict):
+            raise ValueError("token marks: must be a map")
+        high, mask = check_pair(marks.get("w"), "token marks field 'w'")
+        k = marks.get("k")
+        if k is not None:
+            if not isinstance(k, list) or len(k) != 3:
+                raise ValueError("token marks field 'k': must be [start, last, used]")
+            last, used = check_pair(k[1:], "token marks field 'k'")
+        self._keypad_fits(k is not None, k[0] if k is not None else None)
+        self.window.high, self.window.mask = merge_window(self.window.high, self.window.mask, high, mask, mqtt.WINDOW)
+        if k is not None:
+            self._raise_keypad(last, used)
+
+    def _raise_keypad(self, last, used):
+        kp = self.keypad
+        kp.last, kp.used = merge_window(kp.last, kp.used, last, used, _keypad.WINDOW)
+
+    def supersede(self, seq, keypad_count=None):
+        """Every token up to ``seq`` (and keypad count ``keypad_count``) counts as used.
+
+        For the head-end's restore of a lost state: the balance it sets
+        accounts for every token issued before it.
+        """
+        self.window.high, self.window.mask = merge_window(self.window.high, self.window.mask, seq,
+                                                          (1 << mqtt.WINDOW) - 1, mqtt.WINDOW)
+        if self.keypad is not None and isinstance(keypad_count, int) and not isinstance(keypad_count, bool) \
+                and keypad_count > 0:
+            self._raise_keypad(keypad_count, _keypad.MASK)
 
 
 def key_change_aad(meter_id, revision):

@@ -29,3 +29,20 @@ def test_store_device_survives_restart():
     assert dev2.meter.balance == dev.meter.balance
     assert dev2.meter.energy_wh == 100
     assert [a.record.reason for a in acts if a.kind == "publish" and a.record.kind == "store"] == ["unaccounted_energy"]
+
+
+def test_store_device_rolled_back_state_is_reported():
+    d = _dir()
+    dev = _device(d)
+    dev.boot(W, 0)
+    dev.feed(TopUp(5000, "r1", W + 1, 1000))
+    path = d + "/ckpt." + dev.store.delta.current  # the top-up's checkpoint: the newest file
+    with open(path, "rb") as f:
+        data = bytearray(f.read())
+    data[len(data) // 2] ^= 1
+    with open(path, "wb") as f:
+        f.write(data)
+    dev2 = _device(d)
+    dev2.boot(W + 100, 0)
+    assert dev2.state_lost and dev2.meter.relay_state == "guarantee"
+    assert dev2.meter.records("state_lost")[0].reason == "rolled_back"

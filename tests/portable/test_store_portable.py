@@ -46,3 +46,23 @@ def test_store_deltas_roundtrip():
     assert st.full_writes == 1
     loads, findings, had = S.Store(S.OsFS(), d, MID).load()
     assert msgpack.pack(loads[0].value) == msgpack.pack(v)
+
+
+def test_store_marks_and_a_lost_newer_base():
+    d = _dir("marks")
+    st = S.Store(S.OsFS(), d, MID)
+    v = {"log": ["entry %d" % i for i in range(60)], "e": 0}
+    st.commit(v, True)
+    st.commit_marks({"n": 1})
+    st.commit_marks({"n": 2})
+    v["e"] = 1
+    st.commit(v, True)  # a second base, then a checkpoint against it
+    v["e"] = 2
+    st.commit(v)
+    marks, findings, had = S.Store(S.OsFS(), d, MID).load_marks()
+    assert marks == {"n": 2} and had and not findings
+    with open(d + "/state." + st.full.current, "wb") as f:
+        f.write(b"damaged")
+    loads, findings, had = S.Store(S.OsFS(), d, MID).load()
+    assert loads[0].value["e"] == 0  # only the older base is left ...
+    assert "base_lost" in [f.problem for f in findings]  # ... and the store says newer state existed
