@@ -32,7 +32,7 @@ def test_store_device_survives_restart():
 
 
 def test_store_device_rolled_back_state_is_reported():
-    d = _dir()
+    d = scratch_dir("rolled-back")
     dev = _device(d)
     dev.boot(W, 0)
     dev.feed(TopUp(5000, "r1", W + 1, 1000))

@@ -49,7 +49,7 @@ def test_store_deltas_roundtrip():
 
 
 def test_store_marks_and_a_lost_newer_base():
-    d = _dir("marks")
+    d = scratch_dir("marks")
     st = S.Store(S.OsFS(), d, MID)
     v = {"log": ["entry %d" % i for i in range(60)], "e": 0}
     st.commit(v, True)
