@@ -16,7 +16,10 @@ changes only the guard or the session (a keypad lockout, a key change,
 a refused message) is committed with ``Device.commit(reason)``.  So no
 ack is published and no relay is closed before the credit, the used
 token, the used command sequence and the outbox entry are on disk.
-``Out``s made while a commit fails are held back until one succeeds.
+``Out``s made while a commit fails are held back until one succeeds, and so
+are outbox entries a PUBACK or a reconnection would send meanwhile
+(transports report PUBACKs through ``puback``).  Telemetry takes an
+outbox sequence too, so it is committed with the event that sends it.
 
 Token handling (MQTT and keypad):
 - top-ups -> ``TopUp``; management commands -> ``Command``; the token is
@@ -128,6 +131,7 @@ class LinkedMeter:
         self._acked = None  # code of the core's ack for it
         self._dirty = False  # the guard changed outside the core (lockout, sync, key change)
         self._seen = {}  # seqs of records already queued in this call
+        self._tele = False  # telemetry is due with the event being fed
 
     # ------------------------------------------------------------ reads
 
@@ -176,6 +180,10 @@ class LinkedMeter:
                     self._outs.extend(s.ack(a.ref, a.code, a.balance, wall))
         if persist:
             self._outs.extend(s.set_state(summary(self.device.meter), wall))
+        if self._tele:
+            self._tele = False
+            self._dirty = True
+            self._outs.extend(s.telemetry(summary(self.device.meter), wall))
         if s.dirty or self._dirty:
             # The Device commits now.  If that fails, the Outs are held and
             # every later commit (the Device retries) holds the guard too.
@@ -239,16 +247,16 @@ class LinkedMeter:
         """
         if event.kind == "set_clock" and self.on_clock is not None:
             self.on_clock(event.wall)
-        actions = self._feed(event, wall)
-        hw, outs = self._after(actions)
         if self.next_tele is None:
             self.next_tele = self._next_report(wall)
         elif wall >= self.next_tele:
-            # Telemetry is not worth a flash write of its own: it is
-            # committed with the next commit, and may be lost before that.
+            # Telemetry takes an outbox sequence: it is committed with this
+            # event before it goes out, or a power cut would hand its
+            # (epoch, seq) to another entry, which the head-end would then
+            # drop as a duplicate.
             self.next_tele = self._next_report(wall)
-            outs.extend(self.session.telemetry(summary(self.device.meter), wall))
-        return hw, outs
+            self._tele = True
+        return self._after(self._feed(event, wall))
 
     def _next_report(self, wall):
         """The next wall second after ``wall`` at this meter's offset in the period."""
@@ -274,7 +282,25 @@ class LinkedMeter:
         """The transport connected: birth, status, state and the outbox replay."""
         if self.session.state is None:
             self.session.state = summary(self.device.meter)
-        return self.session.connected(wall, mono)
+        return self._release(self.session.connected(wall, mono))
+
+    def puback(self, seq, wall):
+        """PUBACK of outbox entry ``seq`` (from the transport): the Outs it lets go."""
+        return self._release(self.session.puback(seq, wall))
+
+    def _release(self, outs):
+        # While commits fail the outbox holds entries that are not on disk
+        # (an ack whose commit failed): outbox entries wait for a commit
+        # that works, as the Outs of the failed call do.
+        if self.device.store_error is None:
+            return outs
+        now = []
+        for o in outs:
+            if o.seq:
+                self._held.append(o)
+            else:
+                now.append(o)
+        return now
 
     def received(self, topic, payload, wall, mono, retained=False):
         """A message from the broker: (actions, Outs).  Never raises."""
