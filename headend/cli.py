@@ -246,6 +246,8 @@ def _token_decode(args):
     if is_keypad:
         state = keypad.KeypadState(kkey)
         state.last = count
+        if count:
+            state.used = 1  # the last accepted count is used, as on the meter
         d = state.decode(text)
         code = {
             keypad.MALFORMED: results.MALFORMED,

@@ -316,8 +316,21 @@ class LinkedMeter:
             return self._after([])
         try:
             return self._inbound(inbound, wall, mono)
+        except Exception as e:  # a bug in the core must not take the meter down nor eat the sequence unanswered
+            return self._failed(inbound, e, wall)
         finally:
             self._token = None
+
+    def _failed(self, inbound, e, wall):
+        # The command raised: its sequence is used, and the sender gets an answer.
+        s = self.session
+        ref = inbound.ref
+        self._mqtt_refs.pop(ref, None)
+        s.commit(inbound.n)
+        self._outs.extend(s.ack(ref, results.REFUSED, self.device.meter.balance, wall))
+        self._outs.extend(s.event({"code": results.REFUSED, "kind": "token_reject", "ref": ref,
+                                   "why": ("internal: %r" % (e,))[:200], "wall": wall}, wall))
+        return self._after([])
 
     def _inbound(self, inbound, wall, mono):
         s = self.session
@@ -375,6 +388,11 @@ class LinkedMeter:
             actions.extend(self.device.clear_state_lost(wall, mono, self._before_commit))
         return self._after(actions)
 
+    def commit_part(self):
+        """Commit a part changed outside any event (a keypad or DL/T 645 lockout): (actions, Outs)."""
+        self._dirty = True
+        return self._after([])
+
     # ------------------------------------------------------------ keypad
 
     def keypad(self, digits, wall, mono):
@@ -383,15 +401,13 @@ class LinkedMeter:
         code, tok = self.guard.check_keypad(digits, wall, mono)
         if code == results.BAD_MAC:
             # The lockout advanced: durable before the next entry is taken.
-            self._dirty = True
-            hw, outs = self._after([])
+            hw, outs = self.commit_part()
             return code, hw, outs
         if code != results.ACCEPTED:
             return code, [], []
         if tok.kind == "sync":
             code = self.guard.accept(tok)
-            self._dirty = True
-            hw, outs = self._after([])
+            hw, outs = self.commit_part()
             return code, hw, outs
         if tok.kind == "topup":
             event = TopUp(tok.amount, tok.ref, wall, mono, "keypad")

@@ -185,7 +185,7 @@ class Decoded:
 # Outcomes of KeypadState.decode besides a Decoded.
 MALFORMED = "malformed"  # not 9/12 digits: a typo, not a guess
 INVALID = "invalid"  # no match: a wrong entry (counts toward lockout)
-USED = "used"  # matched a count already used
+USED = "used"  # matched a count already used, or any count below the window
 OLD = "old"  # matched a count below the acceptance window
 
 
@@ -370,7 +370,25 @@ class KeypadState:
                         found = verdict
             code = chain.next(code)
             count += 1
+        if found == INVALID and low > 0 and self._older(chain, m, base, token, low):
+            return USED
         return found
+
+    @staticmethod
+    def _older(chain, m, base, token, low):
+        # A miss might be a code from below the window, which can no longer
+        # be accepted: that is an old code re-entered, not a guess, and must
+        # not count toward the lockout.  No checkpoint lies that low, so walk
+        # from count 0: up to ``low`` hashes, only on a miss (rate-limited by
+        # the lockout itself).
+        code = chain.first(base)
+        count = 0
+        while count < low:
+            if code - code % m + base == token:
+                return True
+            code = chain.next(code)
+            count += 1
+        return False
 
     def accept(self, decoded):
         """Mark ``decoded``'s count used (after the caller committed its effect)."""
