@@ -14,6 +14,12 @@ and checks the rules that span sections:
 ``load(path_or_dict)`` returns the validated config (defaults filled in)
 or raises ``agent.config.ConfigError`` naming the dotted key.  Runs on
 MicroPython (a board loads a JSON file; TOML needs CPython's tomllib).
+
+Key material lives in its own file: a config *file* names it with
+``agent.keys`` and may not hold ``[tokens]`` or ``link.key`` itself; the
+keys file holds exactly those (``pmeter keys derive --out`` writes it) and
+is refused if its group or others may read it.  A dict passed to ``load``
+is a whole config, keys included (the simulator, the board, tests).
 """
 
 from agent import config
@@ -31,12 +37,16 @@ AGENT_FIELDS = {
         STR, "", None, None, "keypad input: empty = none, '-' = stdin, a FIFO path, or a serial device or URL (codes typed between * and #)"
     ),
     "keypad_baud": Field(INT, 9600, between(300, 921600), None, "bit rate of a serial keypad"),
+    "keys": Field(
+        STR, None, None, None,
+        "the keys file ([tokens] and [link] key; mode 0600), relative to this config's folder; pmeter keys derive --out writes it"
+    ),
 }
 
 
 def _hex64(value):
     if len(value) != 64:
-        return "must be 64 hex digits (pmeter keys derive prints it as link_key), got %d characters" % len(value)
+        return "must be 64 hex digits (pmeter keys derive writes it as [link] key), got %d characters" % len(value)
     for ch in value:
         if ch not in "0123456789abcdefABCDEF":
             return "must be hex digits (0-9, a-f)"
@@ -64,7 +74,7 @@ MQTT_FIELDS = {
     "key": Field(STR, None, None, None, "this meter's client private key (PEM)"),
     "username": Field(STR, None, None, None, "username (when the broker uses passwords, not certificates)"),
     "password": Field(STR, None, None, None, "password for username"),
-    "client_id": Field(STR, None, None, None, "MQTT client id; unset = meter-<meter id>"),
+    "client_id": Field(STR, None, None, None, "MQTT client id; unset = the meter id (the shipped broker replaces any id by the certificate's name or user)"),
     "keepalive_s": Field(INT, 30, between(5, 3600), None, "MQTT keepalive"),
     "protocol": Field(INT, 5, one_of(5, 4), None, "MQTT protocol: 5, or 4 for 3.1.1 (5 falls back to 3.1.1 by itself)"),
 }
@@ -79,6 +89,7 @@ def _schema():
     from agent.device import STORE_FIELDS
     from agent.dlt645.config import MASTER_SCHEMA
     from agent.dlt645.config import SCHEMA as DLT645
+    from agent.link.session import HA_FIELDS
     from agent.meter import SCHEMA as CORE
     from agent.tokens import SCHEMA as TOKENS
 
@@ -90,12 +101,16 @@ def _schema():
     for part in (CORE, HW):
         for key in part:
             schema[key] = part[key]
+    link = {}
+    for part in (LINK_FIELDS, HA_FIELDS):
+        for key in part:
+            link[key] = part[key]
     schema["store"] = Field(TABLE, {}, None, STORE_FIELDS, "durable store: checkpoint interval")
     schema["tokens"] = Field(TABLE, None, None, TOKENS, "token keys (pmeter keys derive --meter ID prints this table)")
     schema["dlt645"] = Field(TABLE, {}, None, DLT645, "DL/T 645-2007 slave on RS-485 or TCP")
     schema["dlt645_master"] = Field(TABLE, {}, None, MASTER_SCHEMA, "DL/T 645 master reading the host meter")
     schema["agent"] = Field(TABLE, {}, None, AGENT_FIELDS, "the agent process")
-    schema["link"] = Field(TABLE, {}, None, LINK_FIELDS, "MQTT link protocol: keys and topics")
+    schema["link"] = Field(TABLE, {}, None, link, "MQTT link protocol: keys, topics, Home Assistant discovery")
     schema["mqtt"] = Field(TABLE, {}, None, MQTT_FIELDS, "MQTT broker connection")
     schema["sim"] = Field(TABLE, {}, None, SIM_FIELDS, "simulated hardware (--hw sim)")
     return schema
@@ -116,11 +131,11 @@ def _cross_checks(cfg):
     from agent.dlt645.config import check_section as dlt645_check
 
     if cfg["tokens"] is None:
-        raise ConfigError("tokens", "is required: the meter's token key (pmeter keys derive --meter ID prints the table)")
+        raise ConfigError("agent.keys", "is required: the meter's keys file (pmeter keys derive --meter ID --out keys.toml writes it)")
     mq = cfg["mqtt"]
     if mq["host"] is not None:
         if cfg["link"]["key"] is None:
-            raise ConfigError("link.key", "is required when mqtt.host is set (pmeter keys derive prints it as link_key)")
+            raise ConfigError("link.key", "is required when mqtt.host is set: put it in the keys file (pmeter keys derive writes it)")
         if mq["tls"] and mq["ca"] is None:
             raise ConfigError("mqtt.ca", "is required when mqtt.tls is true (or set mqtt.tls = false)")
         if (mq["cert"] is None) != (mq["key"] is None):
@@ -207,18 +222,77 @@ def parse(text, name="config"):
         raise ConfigError("(file)", "%s nests tables or lists too deeply" % name)
 
 
-def load(source):
-    """A validated config from a dict or a file path; raises ConfigError naming the key."""
+def _read(path, key):
+    try:
+        with open(path) as f:
+            return parse(f.read(), path)
+    except OSError as e:
+        raise ConfigError(key, "cannot read %s: %s" % (path, e))
+    except UnicodeError:
+        raise ConfigError(key, "%s is not a UTF-8 text file" % (path,))
+
+
+def _private(path):
+    import os
+
+    try:
+        mode = os.stat(path)[0]
+    except OSError as e:
+        raise ConfigError("agent.keys", "cannot read %s: %s" % (path, e))
+    # A board's flash file system has no permission bits (mode 0): nothing to check there.
+    if mode & 0o077:
+        raise ConfigError("agent.keys", "%s is open to group or others (mode %o): chmod 600 it" % (path, mode & 0o777))
+
+
+def merge_keys(raw, path, keys_path=None):
+    """``raw`` (the dict of the config file ``path``) with the keys file's [tokens]
+    and [link] key put in; ConfigError if ``raw`` holds keys itself or the keys
+    file is missing, open to others or holds anything else."""
+    agent = raw.get("agent")
+    name = agent.get("keys") if isinstance(agent, dict) else None
+    link = raw.get("link")
+    for key, present in (("tokens", "tokens" in raw), ("link.key", isinstance(link, dict) and "key" in link)):
+        if present:
+            raise ConfigError(key, "keys may not sit in the main config %s: move [tokens] and link.key to the keys file "
+                              "named by agent.keys (pmeter keys derive --meter ID --out keys.toml writes it)" % path)
+    if keys_path is None:
+        if name is None:
+            return raw
+        if not isinstance(name, str) or not name:
+            raise ConfigError("agent.keys", "must be a file name")
+        keys_path = name if name.startswith("/") or "/" not in path else path.rpartition("/")[0] + "/" + name
+    _private(keys_path)
+    keys = _read(keys_path, "agent.keys")
+    if not isinstance(keys, dict):
+        raise ConfigError("agent.keys", "%s must hold a table" % keys_path)
+    for k in keys:
+        if k not in ("tokens", "link"):
+            raise ConfigError("agent.keys", "%s: unknown section %r (a keys file holds [tokens] and [link] key only)" % (keys_path, k))
+    klink = keys.get("link", {})
+    if not isinstance(klink, dict) or [k for k in klink if k != "key"]:
+        raise ConfigError("agent.keys", "%s: [link] holds key only" % keys_path)
+    raw = dict(raw)
+    if "tokens" in keys:
+        raw["tokens"] = keys["tokens"]
+    if "key" in klink:
+        raw["link"] = dict(link or {})
+        raw["link"]["key"] = klink["key"]
+    return raw
+
+
+def load(source, keys=None):
+    """A validated config from a dict or a file path; raises ConfigError naming the key.
+
+    For a file, the keys come from the file named by ``agent.keys``
+    (relative to the config's folder), or from ``keys`` when given (a
+    path: an installer validating a config before the keys are in place).
+    """
     if isinstance(source, dict):
         return validate(source)
-    try:
-        with open(source) as f:
-            text = f.read()
-    except OSError as e:
-        raise ConfigError("(file)", "cannot read %s: %s" % (source, e))
-    except UnicodeError:
-        raise ConfigError("(file)", "%s is not a UTF-8 text file" % (source,))
-    return validate(parse(text, source))
+    raw = _read(source, "(file)")
+    if not isinstance(raw, dict):
+        raise ConfigError("(file)", "%s must hold a table" % (source,))
+    return validate(merge_keys(raw, source, keys))
 
 
 def reference():

@@ -1,5 +1,5 @@
-"""Core benchmarks: events per second on CPython and MicroPython, and the
-smallest MicroPython heap that lives through a simulated month.
+"""Core benchmarks: events per second on CPython and MicroPython (the
+smallest MicroPython heap for a simulated month: bench/mp_month.py).
 
     .venv/bin/python bench/core.py
 
@@ -55,14 +55,13 @@ def compile_tree(dest):
                 rel = os.path.relpath(src, ROOT)[:-3] + ".mpy"
                 os.makedirs(os.path.dirname(os.path.join(dest, rel)), exist_ok=True)
                 subprocess.run([os.path.join(BIN, "mpy-cross"), "-o", os.path.join(dest, rel), src], check=True)
-    subprocess.run([os.path.join(BIN, "mpy-cross"), "-o", os.path.join(dest, "mp_month.mpy"), os.path.join(ROOT, "bench", "mp_month.py")], check=True)
 
 
-def run_mp(tree, code, heap="2M"):
+def run_mp(tree, code):
     # cwd=tree: MicroPython puts '' first on sys.path, so run from the
     # checkout it would import (and compile on the heap) the .py sources.
     env = dict(os.environ, MICROPYPATH=tree)
-    return subprocess.run([os.path.join(BIN, "micropython"), "-X", "heapsize=" + heap, "-c", code], env=env, cwd=tree, capture_output=True, text=True)
+    return subprocess.run([os.path.join(BIN, "micropython"), "-X", "heapsize=2M", "-c", code], env=env, cwd=tree, capture_output=True, text=True)
 
 
 def main():
@@ -81,20 +80,6 @@ def main():
         pulses = statistics.median(r[0] for r in rows[name])
         edges = statistics.median(r[1] for r in rows[name])
         print("  %-12s pulse-count events %8d/s   raw edges %8d/s" % (name, pulses, edges))
-    # Smallest heap that completes the month: bisect in 4 KB steps.
-    month = "import mp_month, gc\nm, n = mp_month.month()\ngc.collect()\nprint(n, gc.mem_alloc())"
-    lo, hi = 16, 1024
-    while hi - lo > 4:
-        mid = (lo + hi) // 2
-        if run_mp(tree, month, "%dK" % mid).returncode == 0:
-            hi = mid
-        else:
-            lo = mid
-    done = run_mp(tree, month, "%dK" % hi)
-    events, in_use = done.stdout.split()
-    base = run_mp(tree, "import gc\ngc.collect()\na=gc.mem_alloc()\nimport agent.meter\ngc.collect()\nprint(gc.mem_alloc()-a)", "1M").stdout.strip()
-    print("MicroPython month of one meter (%s events): smallest heap that completes it %d KB;" % (events, hi))
-    print("  at the end %d KB in use, of which %d KB is the core's bytecode and classes (unix port, 64-bit)" % (int(in_use) // 1024, int(base) // 1024))
 
 
 if __name__ == "__main__":

@@ -23,19 +23,24 @@ class KeyFileError(ValueError):
     """The master key file is missing, malformed or too widely readable."""
 
 
-def init_master(path, random_bytes=os.urandom):
-    """Create a new master key file at ``path`` (mode 0600); refuse to overwrite."""
-    key = random_bytes(MASTER_LEN)
+def create_private(path, data, what="key file"):
+    """Create ``path`` holding ``data`` with mode 0600, exclusively: a key is never overwritten."""
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
-        raise KeyFileError("master key file %s already exists: not overwriting it" % path)
+        raise KeyFileError("%s %s already exists: not overwriting it" % (what, path))
     try:
         os.fchmod(fd, 0o600)  # the umask could have removed bits, never added: make it exact
-        os.write(fd, binascii.hexlify(key) + b"\n")
+        os.write(fd, data)
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def init_master(path, random_bytes=os.urandom):
+    """Create a new master key file at ``path`` (mode 0600); refuse to overwrite."""
+    key = random_bytes(MASTER_LEN)
+    create_private(path, binascii.hexlify(key) + b"\n", "master key file")
     return key
 
 
@@ -76,13 +81,37 @@ def link_key(master, meter_id, revision):
 
 
 def provision(master, meter_id, revision=0, divider=1):
-    """The device's ``tokens`` config section (plus its link key) as a dict."""
+    """The meter's key material as its agent config expects it: a dict of the
+    ``tokens`` table and the ``link`` table (``{"tokens": {...}, "link": {"key": ...}}``)."""
     kk = keypad_key(master, meter_id)
     return {
-        "key": binascii.hexlify(meter_key(master, meter_id, revision)).decode(),
-        "revision": revision,
-        "keypad_key": binascii.hexlify(kk).decode(),
-        "keypad_starting_code": keypad.Chain(kk).start,
-        "keypad_divider": divider,
-        "link_key": binascii.hexlify(link_key(master, meter_id, revision)).decode(),
+        "tokens": {
+            "key": binascii.hexlify(meter_key(master, meter_id, revision)).decode(),
+            "revision": revision,
+            "keypad_key": binascii.hexlify(kk).decode(),
+            "keypad_starting_code": keypad.Chain(kk).start,
+            "keypad_divider": divider,
+        },
+        "link": {"key": binascii.hexlify(link_key(master, meter_id, revision)).decode()},
     }
+
+
+def provision_toml(prov):
+    """``provision``'s tables as TOML lines (the agent's keys file, ``agent.keys``)."""
+    lines = []
+    for section in ("tokens", "link"):
+        if lines:
+            lines.append("")
+        lines.append("[%s]" % section)
+        for key, value in prov[section].items():  # the schema's order
+            lines.append("%s = %s" % (key, '"%s"' % value if isinstance(value, str) else value))
+    return lines
+
+
+def keys_file_text(meter_id, prov):
+    """The meter's keys file (the agent's ``agent.keys``, TOML) for a ``provision`` dict."""
+    lines = [
+        "# Keys of meter %s at key revision %d: the agent's keys file (agent.keys)." % (meter_id, prov["tokens"]["revision"]),
+        "# Whoever holds it can mint this meter's tokens: mode 0600, owned by the agent's user.",
+    ]
+    return "\n".join(lines + provision_toml(prov)) + "\n"

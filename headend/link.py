@@ -90,7 +90,7 @@ class Fleet:
 class HeadEnd:
     """A connected head-end: push commands, collect acks, feed the shadow."""
 
-    def __init__(self, fleet, shadow, host, port, tls=None, client_id="headend", username=None,
+    def __init__(self, fleet, shadow, host, port, tls=None, client_id=None, username=None,
                  password=None, protocol=mqtt.MQTTv5, session_expiry_s=7 * 86400):
         self.fleet = fleet
         self.shadow = shadow
@@ -99,6 +99,13 @@ class HeadEnd:
         self.rejected = 0
         self._ready = threading.Event()
         self._inbox = queue.Queue()
+        if client_id is None:
+            # The shipped broker uses the certificate's name or the user name
+            # as client id whatever is asked (deploy/mosquitto/pmeter.conf):
+            # ask for that same name so logs and sessions agree.
+            from .pki import cert_name
+
+            client_id = username or (tls is not None and tls.cert and cert_name(tls.cert)) or "headend"
         c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol,
                         clean_session=None if protocol == mqtt.MQTTv5 else False)
         if tls is not None:
@@ -115,6 +122,8 @@ class HeadEnd:
         self.protocol = protocol
         self.session_expiry_s = session_expiry_s
         self._worker = threading.Thread(target=self._work, daemon=True)
+        self._states = {}  # meter -> its last state body recorded (wait_state)
+        self._state_cv = threading.Condition()
 
     def start(self, timeout=10.0):
         """Connect, subscribe to the fleet, start the network thread."""
@@ -130,7 +139,16 @@ class HeadEnd:
         self._worker.start()
         if not self._ready.wait(timeout):
             raise RuntimeError("head-end: no SUBACK from %s:%s within %.0f s" % (self.host, self.port, timeout))
+        # What the persistent session queued came before the SUBACK: have it
+        # in the shadow (births raise the ledger's floors) before vending.
+        self.flush(timeout)
         return self
+
+    def flush(self, timeout=10.0):
+        """Wait until every message received so far is in the shadow."""
+        done = threading.Event()
+        self._inbox.put(done)
+        return done.wait(timeout)
 
     def stop(self):
         """Disconnect and stop the network thread."""
@@ -154,15 +172,18 @@ class HeadEnd:
         payload = bytes(msg.payload)
         if msg.topic.endswith("/" + topics.ACK):
             try:
-                self._wake(self.fleet.open(msg.topic, payload)[2])
+                meter_id, _, fields = self.fleet.open(msg.topic, payload)
+                self._wake(meter_id, fields)
             except Exception:
                 pass  # counted as rejected by the worker
         self._inbox.put((msg.topic, payload, msg.retain))
 
-    def _wake(self, fields):
+    def _wake(self, meter_id, fields):
+        # References are per meter ("mqtt:1" exists for every meter): a
+        # waiter registered with its meter only hears that meter's ack.
         ref = fields.get("b", {}).get("r")
         with self._lock:
-            q = self._acks.get(ref)  # wait_ack removes it: the ack may come before it is called
+            q = self._acks.get((meter_id, ref)) or self._acks.get(ref)  # wait_ack removes it
         if q is not None:
             q.put(fields)
 
@@ -171,6 +192,9 @@ class HeadEnd:
             item = self._inbox.get()
             if item is None:
                 return
+            if isinstance(item, threading.Event):
+                item.set()
+                continue
             try:
                 self._handle(*item)
             except Exception:  # one bad message must not stop the head-end
@@ -184,16 +208,26 @@ class HeadEnd:
             return
         if self.shadow is not None:
             self.shadow.record(meter_id, leaf, fields, int(time.time()))
+        if leaf == topics.STATE and isinstance(fields.get("b"), dict):
+            with self._state_cv:
+                self._states[meter_id] = fields["b"]
+                self._state_cv.notify_all()
 
-    def expect(self, ref):
-        """Start waiting for the ack of ``ref`` (before publishing it)."""
-        with self._lock:
-            self._acks[ref] = queue.Queue()
+    def wait_state(self, meter_id, cond, timeout):
+        """Wait up to ``timeout`` s until the last recorded state body of ``meter_id`` satisfies ``cond``."""
+        with self._state_cv:
+            return self._state_cv.wait_for(lambda: cond(self._states.get(meter_id) or {}), timeout)
 
-    def wait_ack(self, ref, timeout):
-        """The ack fields of ``ref``, or None after ``timeout`` seconds."""
+    def expect(self, ref, meter_id=None):
+        """Start waiting for the ack of ``ref`` (before publishing it); of ``meter_id`` only, if given."""
         with self._lock:
-            q = self._acks.get(ref)
+            self._acks[ref if meter_id is None else (meter_id, ref)] = queue.Queue()
+
+    def wait_ack(self, ref, timeout, meter_id=None):
+        """The ack fields of ``ref`` (see ``expect``), or None after ``timeout`` seconds."""
+        key = ref if meter_id is None else (meter_id, ref)
+        with self._lock:
+            q = self._acks.get(key)
         if q is None:
             return None
         try:
@@ -202,8 +236,8 @@ class HeadEnd:
             return None
         finally:
             with self._lock:
-                if self._acks.get(ref) is q:
-                    del self._acks[ref]
+                if self._acks.get(key) is q:
+                    del self._acks[key]
 
     def publish(self, topic, payload):
         """Publish a command (QoS 1, never retained); waits for its PUBACK."""
@@ -216,13 +250,35 @@ class HeadEnd:
         return self.shadow.ledger
 
     def _push(self, meter_id, seq, token, wait, wall):
+        ref, t0 = self._send(meter_id, seq, token, wall)
+        ack = self.wait_ack(ref, wait, meter_id) if wait else None
+        return ref, ack, time.perf_counter() - t0
+
+    def _send(self, meter_id, seq, token, wall):
+        # Publish once (QoS 1): a meter offline now never gets it (meters
+        # use clean sessions and nothing here re-sends).
         ref = ledger_ref("mqtt", seq)
         topic, payload = self.fleet.seal_token(meter_id, seq, token, ref, wall)
-        self.expect(ref)
+        self.expect(ref, meter_id)
         t0 = time.perf_counter()
         self.publish(topic, payload)
-        ack = self.wait_ack(ref, wait) if wait else None
-        return ref, ack, time.perf_counter() - t0
+        return ref, t0
+
+    def send_command(self, meter_id, name, args, wall=None, operator=None):
+        """Issue command ``name`` through the ledger and publish it; its ref (collect with ``wait_acks``)."""
+        wall = int(time.time()) if wall is None else wall
+        seq, token = vend.command(self.ledger, self.fleet.master, meter_id, name, args, wall, operator=operator)
+        return self._send(meter_id, seq, token, wall)[0]
+
+    def wait_acks(self, sent, timeout):
+        """``{(meter_id, ref): ack fields}`` of those ``sent`` (pairs) answered within ``timeout`` s in all."""
+        deadline = time.monotonic() + timeout
+        out = {}
+        for meter_id, ref in sent:
+            ack = self.wait_ack(ref, max(0.0, deadline - time.monotonic()), meter_id)
+            if ack is not None:
+                out[(meter_id, ref)] = ack
+        return out
 
     def push_topup(self, meter_id, amount, wait=10.0, wall=None, operator=None):
         """Vend ``amount`` minor units to ``meter_id`` and wait for its ack.
@@ -234,6 +290,12 @@ class HeadEnd:
         """
         wall = int(time.time()) if wall is None else wall
         seq, token = vend.topup(self.ledger, self.fleet.master, meter_id, amount, wall, operator=operator)
+        return self._push(meter_id, seq, token, wait, wall)
+
+    def push_revend(self, meter_id, refused_ref, wait=10.0, wall=None, operator=None):
+        """Pay out again the credit of top-up ``refused_ref`` the meter refused (see ``vend.revend``)."""
+        wall = int(time.time()) if wall is None else wall
+        seq, token = vend.revend(self.ledger, self.fleet.master, meter_id, refused_ref, wall, operator=operator)
         return self._push(meter_id, seq, token, wait, wall)
 
     def push_command(self, meter_id, name, args, wait=10.0, wall=None, operator=None):

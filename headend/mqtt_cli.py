@@ -1,228 +1,238 @@
-"""``pmeter push``, ``pmeter status`` and ``pmeter restore``: the head-end's command line.
+"""``pmeter push``, ``pmeter status`` and ``pmeter restore``: the head-end's command line over MQTT.
 
-Connection settings come from options or the environment (PMETER_BROKER,
-PMETER_CA, PMETER_CERT, PMETER_KEY, PMETER_MASTER_KEY_FILE, PMETER_SHADOW,
-PMETER_LEDGER).  The ledger is the same file ``pmeter vend`` and ``pmeter
-batch`` use: every sequence comes from it.
+The options (``--config``, ``--broker``, ``--ca``, ``--cert``, ``--key``,
+``--client-id``, ``--master``, ``--ledger``) and their environment
+variables and config file keys are the same for every head-end command
+(``headend.options``).  The ledger file holds both the issued tokens (every
+sequence comes from it, shared with ``pmeter vend`` and ``pmeter batch``)
+and the shadow: what the meters last reported to any of these commands.
+Every argument is checked before anything is vended or sent.
 Exit codes: 0 accepted/ok, 1 refused by the meter or no answer, 2 bad input.
 """
 
-import argparse
 import json
-import os
-import sys
+import time
 
-MONEY_SCALE = 10000
-MAX_AMOUNT = 10**13
+from . import format_amount, options
+from .cli import amount_or_revend, meter_arg
+from .options import BadInput, Settings
 
-
-def parse_amount(text):
-    """'50.00' -> 500000 minor units (headend.parse_amount), naming --amount on error."""
-    from headend import parse_amount as _parse
-
-    try:
-        value = _parse(text)
-    except ValueError as e:
-        raise ValueError("--amount: %s" % e)
-    if value <= 0 or value > MAX_AMOUNT:
-        raise ValueError("--amount must be above 0 and at most %d, got %r" % (MAX_AMOUNT // MONEY_SCALE, text))
-    return value
-
-
-def _fail(msg, code=2):
-    print("pmeter: %s" % msg, file=sys.stderr)
-    return code
-
-
-def _meter_id(text):
-    if len(text) != 12 or not text.isdigit():
-        raise argparse.ArgumentTypeError("--meter must be the 12-digit meter id, got %r" % text)
-    return text
-
-
-def _connection_args(p):
-    p.add_argument("--broker", default=os.environ.get("PMETER_BROKER", "127.0.0.1:8883"),
-                   help="broker HOST:PORT (TLS) [PMETER_BROKER]")
-    p.add_argument("--ca", default=os.environ.get("PMETER_CA"), help="CA certificate (PEM) [PMETER_CA]")
-    p.add_argument("--cert", default=os.environ.get("PMETER_CERT"), help="head-end client certificate [PMETER_CERT]")
-    p.add_argument("--key", default=os.environ.get("PMETER_KEY"), help="head-end client key [PMETER_KEY]")
-    p.add_argument("--master-key-file", default=os.environ.get("PMETER_MASTER_KEY_FILE"),
-                   help="file holding the master key in hex [PMETER_MASTER_KEY_FILE]")
-    p.add_argument("--client-id", default=os.environ.get("PMETER_CLIENT_ID", "headend-cli"),
-                   help="MQTT client id; its persistent session collects what meters send between runs. "
-                        "Processes running at the same time need different ids [PMETER_CLIENT_ID]")
-
-
-def _shadow_arg(p):
-    p.add_argument("--shadow", default=os.environ.get("PMETER_SHADOW", "pmeter-shadow.db"),
-                   help="SQLite shadow database [PMETER_SHADOW]")
-    p.add_argument("--ledger", default=os.environ.get("PMETER_LEDGER", "pmeter-ledger.sqlite"),
-                   help="SQLite ledger of issued tokens, shared with pmeter vend [PMETER_LEDGER]")
-
-
-def _open_shadow(args):
-    from headend.ledger import Ledger
-    from headend.shadow import Shadow
-
-    return Shadow(args.shadow, Ledger(args.ledger))
-
-
-def _connect(args):
-    """(HeadEnd, None) or (None, exit code) after checking the connection options."""
-    host, _, port = args.broker.rpartition(":")
-    if not host or not port.isdigit():
-        return None, _fail("--broker must be HOST:PORT, got %r" % args.broker)
-    for name in ("ca", "cert", "key", "master_key_file"):
-        path = getattr(args, name)
-        if not path or not os.path.isfile(path):
-            return None, _fail("--%s: no such file %r" % (name.replace("_", "-"), path))
-    try:
-        master = bytes.fromhex(open(args.master_key_file).read().strip())
-    except ValueError:
-        return None, _fail("--master-key-file must hold the master key in hex")
-    from headend.link import Fleet, HeadEnd
-    from hw.mqtt_paho import TLS
-
-    try:
-        fleet = Fleet(master)
-    except ValueError as e:
-        return None, _fail("--master-key-file: %s" % e)
-    head = HeadEnd(fleet, _open_shadow(args), host, int(port), tls=TLS(args.ca, args.cert, args.key),
-                   client_id=args.client_id)
-    try:
-        head.start()
-    except Exception as e:
-        return None, _fail("cannot reach the broker at %s: %s" % (args.broker, e), 1)
-    return head, None
+STATE_WAIT_S = 2.0  # after an accepted ack, how long push waits for the meter's new state
 
 
 def register(subparsers):
     """Add ``push``, ``status`` and ``restore`` to the ``pmeter`` command."""
+    names = ["master", "ledger"] + list(options.BROKER)
     p = subparsers.add_parser("push", help="vend a top-up to a meter over MQTT and wait for its ack")
-    p.add_argument("--meter", required=True, type=_meter_id, help="12-digit meter id")
-    p.add_argument("--amount", required=True, help="amount in currency units, e.g. 50.00")
+    options.add(p, names)
+    p.add_argument("--meter", required=True, help="12-digit meter id")
+    p.add_argument("--amount", help="amount in CNY, e.g. 50.00")
+    p.add_argument("--revend", metavar="REF", help="instead of --amount: pay out again a top-up the meter refused "
+                   "(e.g. mqtt:7 answered over_hoarding_limit), recorded as its re-vend, at most once")
     p.add_argument("--wait", action="store_true", help="wait for the acknowledgement")
-    p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait with --wait")
+    p.add_argument("--timeout", default="30", help="seconds to wait with --wait (default 30)")
     p.add_argument("--json", action="store_true", help="print JSON")
-    _connection_args(p)
-    _shadow_arg(p)
     p.set_defaults(handler=cmd_push)
-    s = subparsers.add_parser("status", help="show the head-end's shadow of the fleet")
-    s.add_argument("--meter", type=_meter_id, help="only this meter")
+    s = subparsers.add_parser("status", help="what each meter last reported, with the age of every value")
+    options.add(s, names)
+    s.add_argument("--meter", help="only this meter")
+    s.add_argument("--refresh", action="store_true",
+                   help="first collect what meters sent from the broker (their retained state and what this "
+                        "client id's session queued); uses the broker options and --master")
     s.add_argument("--json", action="store_true", help="print JSON")
-    _shadow_arg(s)
     s.set_defaults(handler=cmd_status)
     r = subparsers.add_parser("restore", help="give a meter that lost its store its balance back from the shadow")
-    r.add_argument("--meter", required=True, type=_meter_id, help="12-digit meter id")
+    options.add(r, names)
+    r.add_argument("--meter", required=True, help="12-digit meter id")
     r.add_argument("--yes", action="store_true", help="send it (without: only show what would be sent)")
-    r.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the acknowledgement")
+    r.add_argument("--timeout", default="30", help="seconds to wait for the acknowledgement (default 30)")
     r.add_argument("--json", action="store_true", help="print JSON")
-    _connection_args(r)
-    _shadow_arg(r)
     r.set_defaults(handler=cmd_restore)
+
+
+def _cny(minor):
+    return "%s CNY" % format_amount(minor) if isinstance(minor, int) and not isinstance(minor, bool) else "unknown"
 
 
 def cmd_push(args):
     """Vend, publish, optionally wait; print code, balance and latency."""
-    try:
-        amount = parse_amount(args.amount)
-    except ValueError as e:
-        return _fail(str(e))
-    head, code = _connect(args)
-    if head is None:
+    return options.run(_push, args)
+
+
+def _push(args):
+    meter = meter_arg(args.meter)
+    amount = amount_or_revend(args)
+    wait = options.timeout(args.timeout) if args.wait else 0
+    if not args.wait:
+        options.timeout(args.timeout)  # checked even when unused: a typo is still an error
+    conn = options.Connection(Settings(args))
+    code = conn.start()
+    if code is not None:
         return code
+    head = conn.head
     try:
-        ref, ack, secs = head.push_topup(args.meter, amount, wait=args.timeout if args.wait else 0)
+        if args.revend is not None:
+            try:
+                ref, ack, secs = head.push_revend(meter, args.revend, wait=wait)
+            except ValueError as e:
+                raise BadInput("--revend", str(e))
+            amount = head.ledger.token(meter, "mqtt", int(ref.split(":")[1]))["amount"]
+        else:
+            ref, ack, secs = head.push_topup(meter, amount, wait=wait)
+        if ack is not None and ack["b"].get("code") == "accepted":
+            # The meter publishes its state with the ack: have it in the
+            # shadow, so pmeter status shows the balance and relay it led to.
+            bal = ack["b"].get("bal")
+            head.wait_state(meter, lambda body: body.get("bal") == bal, STATE_WAIT_S)
     finally:
-        head.stop()
-    out = {"meter": args.meter, "ref": ref, "amount": amount, "code": None, "balance": None,
-           "latency_ms": None}
+        conn.stop()
+    out = {"meter": meter, "ref": ref, "amount": amount, "code": None, "balance": None, "latency_ms": None,
+           "revend_of": args.revend}
     if ack is not None:
-        out.update(code=ack["b"]["code"], balance=ack["b"]["bal"], latency_ms=round(secs * 1000, 1))
+        out.update(code=ack["b"].get("code"), balance=ack["b"].get("bal"), latency_ms=round(secs * 1000, 1))
     if args.json:
         print(json.dumps(out, sort_keys=True))
     elif not args.wait:
-        print("sent %s: %s to meter %s" % (ref, args.amount, args.meter))
+        print("sent %s: %s to meter %s (published once; a meter offline now never receives it)"
+              % (ref, _cny(amount), meter))
     elif ack is None:
-        print("no acknowledgement from meter %s within %.0f s (ref %s; the meter applies it at most once "
-              "when it comes back)" % (args.meter, args.timeout, ref))
+        print(_no_ack(meter, wait, ref))
     else:
-        bal = out["balance"]
-        print("%s %s: balance %s, round trip %.1f ms" % (ref, out["code"],
-              "%d.%04d" % divmod(bal, MONEY_SCALE) if isinstance(bal, int) and bal >= 0 else bal, secs * 1000))
+        print("%s %s: balance %s, round trip %.1f ms" % (ref, out["code"], _cny(out["balance"]), secs * 1000))
+        if out["code"] != "accepted":
+            print(_refusal_hint(meter, ref, out["code"]))
     if not args.wait:
         return 0
     return 0 if out["code"] == "accepted" else 1
 
 
-def cmd_status(args):
-    """Print the shadow (and reconciliation) of one meter or all."""
-    if not os.path.isfile(args.shadow):
-        return _fail("--shadow: no such file %r" % args.shadow)
-    import time
+def _refusal_hint(meter, ref, code):
+    if code == "already_used":
+        return ("ALARM: the meter had already used the sequence of %s for another token (a lost or replaced "
+                "ledger?): this credit was NOT applied. Re-vend it: pmeter push --meter %s --revend %s --wait"
+                % (ref, meter, ref))
+    return ("the credit was not applied; once the meter can take it: pmeter push --meter %s --revend %s --wait"
+            % (meter, ref))
 
-    shadow = _open_shadow(args)
-    rows = shadow.meters(args.meter)
-    if args.meter and not rows:
-        return _fail("meter %s is not in the shadow %s" % (args.meter, args.shadow), 1)
-    for row in rows:
-        row["reconcile"] = shadow.reconcile(row["meter"], int(time.time()))
+
+def _no_ack(meter, wait, ref):
+    return ("no acknowledgement from meter %s within %g s (ref %s). The command was published once and is not "
+            "re-sent: if the meter is offline it never receives it; if it is online it may still apply it. "
+            "pmeter status --meter %s --refresh shows its answer once it comes; do not vend again before."
+            % (meter, wait, ref, meter))
+
+
+def cmd_status(args):
+    """Print what each meter last reported (and the reconciliation)."""
+    return options.run(_status, args)
+
+
+def _age(now, t):
+    if not isinstance(t, int) or isinstance(t, bool):
+        return "never"
+    d = max(0, now - t)
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if d >= size:
+            return "%d %s ago" % (d // size, unit)
+    return "%d s ago" % d
+
+
+def _status(args):
+    meter = meter_arg(args.meter) if args.meter is not None else None
+    st = Settings(args)
+    if args.refresh:
+        st.ledger_path(create=False)
+        conn = options.Connection(st)
+        code = conn.start()
+        if code is not None:
+            return code
+        time.sleep(STATE_WAIT_S)  # retained states and the session's queue arrive right after subscribing
+        conn.stop()
+    shadow = st.shadow(create=False)
+    try:
+        rows = shadow.meters(meter)
+        if meter and not rows:
+            return options.fail("meter %s: nothing received from it yet in %s" % (meter, st.get("ledger")), 1)
+        now = int(time.time())
+        for row in rows:
+            row["reconcile"] = shadow.reconcile(row["meter"], now)
+    finally:
+        shadow.close()
     if args.json:
         print(json.dumps(rows, sort_keys=True))
         return 0
     for row in rows:
-        st = row["state"] or {}
-        rec = row["reconcile"]
-        print("%s  %-7s  balance %-12s  relay %-16s  energy %s Wh  issued %s  applied %s  %s" % (
-            row["meter"], row["status"] or "?", st.get("bal"), st.get("relay"), st.get("wh"),
-            rec["issued"], rec["applied"], "; ".join(p["message"] for p in rec["problems"]) or "ok"))
+        print(_status_text(row, now))
     return 0
 
 
-def _money(v):
-    return "%s%d.%04d" % (("-",) + divmod(-v, MONEY_SCALE)) if v < 0 else "%d.%04d" % divmod(v, MONEY_SCALE)
+def _status_text(row, now):
+    st = row["state"] or {}
+    rec = row["reconcile"]
+    energy = st.get("wh")
+    when = ("state sealed %s" % _age(now, row["state_t"])) if row["state"] else "no state received yet"
+    lines = [
+        "meter %s" % row["meter"],
+        "  status   %-22s (%s)" % (row["status"] or "unknown",
+                                   "received %s" % _age(now, row["status_t"]) if row["status"] else "none received yet"),
+        "  balance  %-22s (%s)" % (_cny(st.get("bal")), when),
+        "  relay    %-22s (%s)" % (st.get("relay") or "unknown", when),
+        "  energy   %-22s (%s)" % ("%d Wh" % energy if isinstance(energy, int) else "unknown", when),
+        "  issued   %s, applied %s, pending %s" % (_cny(rec["issued"]), _cny(rec["applied"]),
+                                                   ", ".join(rec["pending"]) or "none"),
+        "  last heard from %s" % _age(now, row["seen"]),
+    ]
+    problems = rec["problems"]
+    lines.append("  problems: %s" % ("none" if not problems else ""))
+    lines.extend("    %s: %s" % (p["code"], p["message"]) for p in problems)
+    return "\n".join(lines)
 
 
 def cmd_restore(args):
     """Restore a lost meter's balance from the shadow (set_credit, authenticated)."""
-    if not os.path.isfile(args.shadow):
-        return _fail("--shadow: no such file %r" % args.shadow)
-    shadow = _open_shadow(args)
+    return options.run(_restore, args)
+
+
+def _restore(args):
+    meter = meter_arg(args.meter)
+    wait = options.timeout(args.timeout)
+    st = Settings(args)
+    shadow = st.shadow(create=False)
     try:
-        plan = shadow.restore_plan(args.meter)
+        plan = shadow.restore_plan(meter)
     except ValueError as e:
-        return _fail("cannot restore: %s" % e, 1)
+        return options.fail("cannot restore: %s" % e, 1)
     finally:
         shadow.close()
     text = ("meter %s lost its store at %d; last good balance %s (state of %d) + credits applied after it %s "
-            "+ change since the loss %s = %s" % (args.meter, plan["lost_since"], _money(plan["good_balance"]),
-                                                 plan["good_t"], _money(plan["credits_after_good"]),
-                                                 _money(plan["since_loss"]), _money(plan["amount"])))
+            "+ change since the loss %s = %s" % (meter, plan["lost_since"], _cny(plan["good_balance"]),
+                                                 plan["good_t"], _cny(plan["credits_after_good"]),
+                                                 _cny(plan["since_loss"]), _cny(plan["amount"])))
     if not args.yes:
         if args.json:
             print(json.dumps(dict(plan, sent=False), sort_keys=True))
         else:
             print(text)
-            print("not sent: add --yes to set the meter's balance to %s" % _money(plan["amount"]))
+            print("not sent: add --yes to set the meter's balance to %s" % _cny(plan["amount"]))
         return 0
-    head, code = _connect(args)
-    if head is None:
+    conn = options.Connection(st)
+    code = conn.start()
+    if code is not None:
         return code
     try:
-        plan, ref, ack, secs = head.restore(args.meter, wait=args.timeout)
+        plan, ref, ack, secs = conn.head.restore(meter, wait=wait)
     except ValueError as e:
-        head.stop()
-        return _fail("cannot restore: %s" % e, 1)
-    head.stop()
+        return options.fail("cannot restore: %s" % e, 1)
+    finally:
+        conn.stop()
     out = dict(plan, sent=True, ref=ref, code=ack["b"]["code"] if ack else None,
                balance=ack["b"]["bal"] if ack else None)
     if args.json:
         print(json.dumps(out, sort_keys=True))
     elif ack is None:
         print(text)
-        print("no acknowledgement from meter %s within %.0f s (ref %s)" % (args.meter, args.timeout, ref))
+        print(_no_ack(meter, wait, ref))
     else:
         print(text)
-        print("%s %s: balance %s" % (ref, out["code"], _money(out["balance"]) if isinstance(out["balance"], int)
-                                     else out["balance"]))
+        print("%s %s: balance %s" % (ref, out["code"], _cny(out["balance"])))
     return 0 if out["code"] == "accepted" else 1

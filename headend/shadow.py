@@ -43,6 +43,15 @@ CREATE TABLE IF NOT EXISTS states (
     meter TEXT NOT NULL, t INTEGER NOT NULL, bal INTEGER, body TEXT NOT NULL, UNIQUE (meter, t, body));
 """
 
+# Columns added after the first release: when the status and the telemetry
+# were last received (``pmeter status`` shows the age of every value).
+ADDED_COLUMNS = (("shadow", "status_t", "INTEGER"), ("shadow", "tele_t", "INTEGER"))
+
+# The outbox epoch of events received before any birth of their meter (a
+# head-end that subscribed while the meter was connected): real epochs are
+# >= 0, and such an event is adopted by its epoch when it is sent again.
+UNKNOWN_EPOCH = -1
+
 # Acks that mean the token will never be applied: not a discrepancy.
 FINAL_REFUSALS = (
     results.WRONG_METER,
@@ -70,6 +79,12 @@ def _int(v):
     return isinstance(v, int) and not isinstance(v, bool)
 
 
+def _cny(minor):
+    from . import format_amount
+
+    return "%s CNY" % format_amount(minor)
+
+
 class Problem(dict):
     """One discrepancy: ``code`` (stable, for scripts) and ``message`` (for people)."""
 
@@ -87,11 +102,18 @@ class Shadow:
 
     def __init__(self, path=":memory:", ledger=None):
         self.db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.executescript(SCHEMA)
+        try:
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.executescript(SCHEMA)
+            for table, column, decl in ADDED_COLUMNS:
+                if column not in [r[1] for r in self.db.execute("PRAGMA table_info(%s)" % table)]:
+                    self.db.execute("ALTER TABLE %s ADD COLUMN %s %s" % (table, column, decl))
+            self.ledger = Ledger(str(path)) if ledger is None else ledger
+        except BaseException:
+            self.db.close()  # a damaged or foreign file: leave it as it was
+            raise
         self.lock = threading.Lock()
         self.own_ledger = ledger is None
-        self.ledger = Ledger(str(path)) if ledger is None else ledger
 
     def close(self):
         """Close the shadow (and the ledger if the shadow opened it)."""
@@ -106,18 +128,21 @@ class Shadow:
         body = fields.get("b")
         t = fields.get("t") if _int(fields.get("t")) else now
         ack = None
+        floor = None
         with self.lock:
             db = self.db
             db.execute("INSERT OR IGNORE INTO shadow (meter) VALUES (?)", (meter,))
             db.execute("UPDATE shadow SET seen=? WHERE meter=?", (now, meter))
             if leaf == "status":
-                db.execute("UPDATE shadow SET status=? WHERE meter=?", (body, meter))
+                db.execute("UPDATE shadow SET status=?, status_t=? WHERE meter=?", (body, now, meter))
             elif leaf == "birth":
-                db.execute("UPDATE shadow SET birth=? WHERE meter=?", (_json(body), meter))
                 # Birth precedes the outbox replay on every connection (and
-                # MQTT keeps one client's order): later entries are of this epoch.
-                if isinstance(body, dict) and _int(body.get("epoch")):
-                    db.execute("UPDATE shadow SET epoch=? WHERE meter=?", (body["epoch"], meter))
+                # MQTT keeps one client's order): later entries are of this
+                # epoch.  Until the first birth the epoch is unknown.
+                if isinstance(body, dict) and _int(body.get("epoch")) and body["epoch"] >= 0:
+                    db.execute("UPDATE shadow SET birth=?, epoch=? WHERE meter=?", (_json(body), body["epoch"], meter))
+                if isinstance(body, dict) and _int(body.get("n")) and body["n"] > 0:
+                    floor = body["n"]
             elif leaf == "state" and isinstance(body, dict):
                 text = _json(body)
                 db.execute("UPDATE shadow SET state=?, state_t=? WHERE meter=?", (text, t, meter))
@@ -129,31 +154,53 @@ class Shadow:
                     (meter, meter, STATES_KEPT),
                 )
                 # The first balance seen (and the first after a restore or a
-                # lost store) is the baseline of the balance check.
-                epoch = db.execute("SELECT epoch FROM shadow WHERE meter=?", (meter,)).fetchone()[0]
-                base = {"t": t, "bal": bal, "chg": body.get("chg"), "evt": body.get("evt"), "epoch": epoch}
-                db.execute("UPDATE shadow SET baseline=? WHERE meter=? AND baseline IS NULL", (_json(base), meter))
+                # lost store) is the baseline of the balance check, once the
+                # epoch its event numbers belong to is known (a retained state
+                # arrives before any birth).
+                epoch = self._epoch(meter)
+                if epoch != UNKNOWN_EPOCH:
+                    base = {"t": t, "bal": bal, "chg": body.get("chg"), "evt": body.get("evt"), "epoch": epoch}
+                    db.execute("UPDATE shadow SET baseline=? WHERE meter=? AND baseline IS NULL", (_json(base), meter))
             elif leaf == "tele" and isinstance(body, dict):
-                db.execute("UPDATE shadow SET tele=? WHERE meter=?", (_json(body), meter))
+                db.execute("UPDATE shadow SET tele=?, tele_t=? WHERE meter=?", (_json(body), t, meter))
             elif leaf in ("evt", "ack") and isinstance(body, dict) and _int(fields.get("q")):
                 kind = body.get("kind") if leaf == "evt" else "ack"
                 reason = body.get("reason") if leaf == "evt" else body.get("code")
                 wall = body.get("wall") if _int(body.get("wall")) else t
-                epoch = db.execute("SELECT epoch FROM shadow WHERE meter=?", (meter,)).fetchone()[0]
-                cur = db.execute(
-                    "INSERT OR IGNORE INTO events (meter, epoch, q, seq, kind, reason, wall, body)"
-                    " VALUES (?,?,?,?,?,?,?,?)",
-                    (meter, epoch, fields["q"], body.get("seq") if _int(body.get("seq")) else None,
-                     kind if isinstance(kind, str) else None, reason if isinstance(reason, str) else None,
-                     wall, _json(body)),
-                )
-                if cur.rowcount == 1:  # new (not a re-send after a lost PUBACK)
+                if self._insert_event(meter, fields["q"], body, kind, reason, wall):  # not a re-send
                     if kind == "state_lost":
                         self._state_lost(meter, reason, body.get("data"), wall)
                     elif leaf == "ack":
                         ack = body
         if ack is not None:
             self._ack(meter, ack, now)
+        if floor is not None:
+            self.ledger.raise_floor(meter, floor)
+
+    def _epoch(self, meter):
+        # Called with the lock held: the meter's current outbox epoch, or
+        # UNKNOWN_EPOCH before its first birth.
+        birth, epoch = self.db.execute("SELECT birth, epoch FROM shadow WHERE meter=?", (meter,)).fetchone()
+        return UNKNOWN_EPOCH if birth is None else epoch
+
+    def _insert_event(self, meter, q, body, kind, reason, wall):
+        # Called with the lock held.  True when the entry is new, False for a
+        # re-send: same (meter, epoch, q), or the same entry first received
+        # before the meter's birth (then filed under its epoch now).
+        db = self.db
+        epoch = self._epoch(meter)
+        text = _json(body)
+        if epoch != UNKNOWN_EPOCH:
+            cur = db.execute("UPDATE OR IGNORE events SET epoch=? WHERE meter=? AND epoch=? AND q=? AND body=?",
+                             (epoch, meter, UNKNOWN_EPOCH, q, text))
+            if cur.rowcount == 1:
+                return False
+        cur = db.execute(
+            "INSERT OR IGNORE INTO events (meter, epoch, q, seq, kind, reason, wall, body) VALUES (?,?,?,?,?,?,?,?)",
+            (meter, epoch, q, body.get("seq") if _int(body.get("seq")) else None,
+             kind if isinstance(kind, str) else None, reason if isinstance(reason, str) else None, wall, text),
+        )
+        return cur.rowcount == 1
 
     def _state_lost(self, meter, reason, data, wall):
         # Called with the lock held.
@@ -180,8 +227,13 @@ class Shadow:
     # ------------------------------------------------------------ reading
 
     def meters(self, meter=None):
-        """Shadow rows: list of dicts (one meter when ``meter`` is given)."""
-        sql = "SELECT meter, status, seen, state, birth, lost_since, tele FROM shadow"
+        """Shadow rows: list of dicts (one meter when ``meter`` is given).
+
+        ``seen`` is when anything last came from the meter, ``state_t`` when
+        the meter sealed its latest state, ``status_t``/``tele_t`` when the
+        status/telemetry last came (Unix seconds, None if never).
+        """
+        sql = "SELECT meter, status, seen, state, birth, lost_since, tele, state_t, status_t, tele_t FROM shadow"
         args = ()
         if meter is not None:
             sql += " WHERE meter=?"
@@ -190,7 +242,8 @@ class Shadow:
             rows = self.db.execute(sql + " ORDER BY meter", args).fetchall()
         return [{"meter": r[0], "status": r[1], "seen": r[2], "state": json.loads(r[3]) if r[3] else None,
                  "birth": json.loads(r[4]) if r[4] else None, "lost_since": r[5],
-                 "tele": json.loads(r[6]) if r[6] else None} for r in rows]
+                 "tele": json.loads(r[6]) if r[6] else None, "state_t": r[7], "status_t": r[8],
+                 "tele_t": r[9]} for r in rows]
 
     def applied(self, meter):
         """Credits applied by ``meter``: {ref: {"amount", "wall", "records"}} from its
@@ -221,10 +274,14 @@ class Shadow:
         ``problems``: a list of ``Problem`` (``code`` + ``message``):
         ``never_issued``, ``amount_mismatch``, ``applied_twice``,
         ``not_applied`` (past ``timeout_s`` since issue; needs ``now``),
-        ``balance_mismatch`` and ``state_lost``.
+        ``refused`` (answered with a refusal and not re-vended),
+        ``sequence_reused`` (answered ``already_used`` but never applied),
+        ``ledger_behind`` (the meter's births report sequences above the
+        ledger's), ``balance_mismatch`` and ``state_lost``.
         """
         tokens = [t for t in self.ledger.tokens(meter) if t["kind"] in ("topup", "add")]
         issued = {t["ref"]: t for t in tokens}
+        revended = {t["revend_of"]: t["ref"] for t in tokens if t["revend_of"] is not None}
         applied = self.applied(meter)
         with self.lock:
             row = self.db.execute("SELECT state, state_t, baseline, lost_since FROM shadow WHERE meter=?",
@@ -244,13 +301,34 @@ class Shadow:
                                         % (ref, a["amount"], tok["amount"]), ref=ref))
         pending = []
         for ref, tok in sorted(issued.items()):
-            if ref in applied or tok["result"] in FINAL_REFUSALS:
+            if ref in applied or ref in revended or tok["result"] in FINAL_REFUSALS:
+                continue
+            if tok["result"] == results.ALREADY_USED:
+                # The meter had used this sequence for another token before
+                # this one was issued: the ledger was lost or replaced.  Paid
+                # credit that will never apply: an alarm, never silence.
+                problems.append(Problem(
+                    "sequence_reused", "credit %s of %s was answered already_used but never applied: the meter "
+                    "had used this sequence before (lost or replaced ledger?); re-vend it (pmeter push --meter %s "
+                    "--revend %s)" % (ref, _cny(tok["amount"]), meter, ref), ref=ref))
+                continue
+            if tok["result"] is not None:
+                problems.append(Problem(
+                    "refused", "credit %s of %s refused by the meter (%s) and not re-vended: pmeter push --meter %s "
+                    "--revend %s when it can be applied" % (ref, _cny(tok["amount"]), tok["result"], meter, ref),
+                    ref=ref))
                 continue
             pending.append(ref)
             if now is not None and now - tok["issued"] > timeout_s:
                 problems.append(Problem(
                     "not_applied", "credit %s of %d issued at %d not applied after %d s (last answer: %s)"
                     % (ref, tok["amount"], tok["issued"], now - tok["issued"], tok["result"] or "none"), ref=ref))
+        used, top = self.ledger.floor(meter)
+        if used > top:
+            problems.append(Problem(
+                "ledger_behind", "the meter has used command sequences up to %d, this ledger issued only up to %d: "
+                "it was lost, replaced or restored from an old backup; new tokens start above %d" % (used, top, used),
+                used=used, issued=top))
         balance = None
         lost_since = None
         if row is not None:
@@ -263,7 +341,8 @@ class Shadow:
             base = json.loads(row[2]) if row[2] else None
             if base is not None and _int(balance) and _int(base.get("bal")):
                 problems.extend(self._balance_check(applied, base, state, row[1] or 0))
-        return {"meter": meter, "issued": sum(t["amount"] for t in issued.values()),
+        # A re-vend pays out a refused credit again: the money was issued once.
+        return {"meter": meter, "issued": sum(t["amount"] for t in issued.values() if t["revend_of"] is None),
                 "applied": sum(a["amount"] for a in applied.values() if _int(a["amount"])),
                 "pending": pending, "balance": balance, "lost_since": lost_since, "problems": problems}
 

@@ -26,6 +26,18 @@ def topup(ledger, master, meter_id, amount, wall, ttl=DEFAULT_TTL, operator=None
     return _mqtt(ledger, master, meter_id, wall, ttl, operator, mqtt.TOPUP, amount=amount)
 
 
+def revend(ledger, master, meter_id, refused_ref, wall, ttl=DEFAULT_TTL, operator=None):
+    """Pay out again, as a new MQTT top-up, the credit of top-up ``refused_ref``
+    the meter refused (e.g. ``over_hoarding_limit``): (seq, token bytes).
+
+    The ledger records the new token as the re-vend of the old one, at most
+    once per refused token, in the same transaction that checks the refusal
+    (ValueError for people when it is not re-vendable).
+    """
+    check_meter_id(meter_id)
+    return _mqtt(ledger, master, meter_id, wall, ttl, operator, mqtt.TOPUP, revend_of=refused_ref)
+
+
 def command(ledger, master, meter_id, name, args, wall, ttl=DEFAULT_TTL, operator=None):
     """An MQTT management command: (seq, token bytes)."""
     check_meter_id(meter_id)
@@ -52,10 +64,11 @@ def key_change(ledger, master, meter_id, wall, ttl=DEFAULT_TTL, operator=None, n
     return seq, tok, new
 
 
-def _mqtt(ledger, master, meter_id, wall, ttl, operator, kind, amount=0, command=None, args=None, new_revision=None):
+def _mqtt(ledger, master, meter_id, wall, ttl, operator, kind, amount=0, command=None, args=None, new_revision=None,
+          revend_of=None):
     out = {}
 
-    def make(seq, rev):
+    def make(seq, rev, amount):
         t = mqtt.Token(meter_id, seq, kind, wall, wall + ttl, rev, amount=amount, command=command, args=args)
         out["bytes"] = mqtt.encode(t, keys.meter_key(master, meter_id, rev))
         return out["bytes"].hex(), seq
@@ -72,6 +85,7 @@ def _mqtt(ledger, master, meter_id, wall, ttl, operator, kind, amount=0, command
         expires=wall + ttl,
         operator=operator,
         new_revision=new_revision,
+        revend_of=revend_of,
     )
     return seq, out["bytes"]
 
@@ -113,7 +127,7 @@ def keypad_token(ledger, master, meter_id, amount, wall, kind=keypad.ADD, divide
         amount = 0
     chain = keypad.Chain(keys.keypad_key(master, meter_id), None, extended)
 
-    def make(count, rev):
+    def make(count, rev, _amount):
         n = keypad.next_count(count, kind)
         return chain.token(value, n, restricted), n
 

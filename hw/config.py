@@ -21,6 +21,7 @@ PIN_KEYS = (
     "buzzer_pin",
     "power_fail_pin",
     "tamper_pin",
+    "rs485_de_pin",
 )
 
 
@@ -56,6 +57,10 @@ HW = {
     "power_fail_level": _level(0, "pin level that means the supply is failing."),
     "tamper_pin": _pin("GPIO of the cover switch."),
     "tamper_open_level": _level(1, "pin level that means the cover is open."),
+    "rs485_de_pin": _pin(
+        "GPIO driving the RS-485 transceiver's DE and /RE (tied): high while the DL/T 645 slave sends a frame on "
+        "dlt645.device, low (receive) otherwise; omit for an automatic-direction transceiver or a USB adapter."
+    ),
     "debounce_ms": Field(INT, default=30, check=between(0, 1000), doc="a button, cover or feedback level must hold this long to count."),
     "queue_len": Field(INT, default=256, check=between(16, 4096), doc="interrupt event queue length (edges held until the main loop drains them)."),
     "watchdog_ms": Field(INT, default=8000, check=between(1000, 8388), doc="hardware watchdog timeout on a MicroPython board (RP2040: at most 8388)."),

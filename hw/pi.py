@@ -37,6 +37,7 @@ _OUTPUTS = (
     ("relay_reset_pin", "reset"),
     ("led_pin", "led"),
     ("buzzer_pin", "buzzer"),
+    ("rs485_de_pin", "rs485_de"),
 )
 
 
@@ -228,6 +229,14 @@ class PiBackend(Backend):
         pin = self._pins.get(name)
         if pin is not None:
             self.gpio.output(pin, self._level(name, on))
+
+    def rs485_transmit(self, on):
+        """Drive the RS-485 transceiver's DE + /RE: True to send, False to listen.
+
+        ``hw.serial_link.SerialSlave`` calls it around each frame it writes
+        (``direction=``); without ``hw.rs485_de_pin`` it does nothing.
+        """
+        self._write("rs485_de", on)
 
     def wall(self):
         """System time (kept by NTP or an RTC HAT) plus any offset from set_wall."""

@@ -113,10 +113,17 @@ class Connection:
 
 
 class SerialSlave:
-    """Serve a slave on a pyserial port or URL, in a thread; reopens on errors."""
+    """Serve a slave on a pyserial port or URL, in a thread; reopens on errors.
 
-    def __init__(self, link, url, baud=2400, parity="E", reply_delay_ms=20, retry_s=2.0):
+    ``direction(on)``, when given, switches a half-duplex RS-485
+    transceiver: True just before a reply is written, False once
+    ``flush()`` (tcdrain: the UART has shifted out the last stop bit) has
+    returned, so the line is driven only while a frame is on it.
+    """
+
+    def __init__(self, link, url, baud=2400, parity="E", reply_delay_ms=20, retry_s=2.0, direction=None):
         self.link = link
+        self.direction = direction
         self.url = url
         self.baud = baud
         self.parity = parity
@@ -171,8 +178,19 @@ class SerialSlave:
                 if self.reply_delay_s:
                     # the standard wants >= 20 ms so the master's transceiver turns round
                     time.sleep(self.reply_delay_s)
-                port.write(reply)
-                port.flush()
+                self._send(port, reply)
+
+    def _send(self, port, reply):
+        if self.direction is None:
+            port.write(reply)
+            port.flush()
+            return
+        self.direction(True)
+        try:
+            port.write(reply)
+            port.flush()
+        finally:
+            self.direction(False)  # never leave the bus driven, even if the write failed
 
 
 class TcpSlaveServer:
@@ -259,16 +277,18 @@ class TcpSlaveServer:
             client.close()
 
 
-def open_slave(link, device, baud=2400, parity="E", reply_delay_ms=20):
+def open_slave(link, device, baud=2400, parity="E", reply_delay_ms=20, direction=None):
     """Start serving ``link`` on ``device``: ``tcp://HOST:PORT`` listens, anything else is pyserial's.
 
+    ``direction`` switches an RS-485 transceiver around each reply on a
+    serial device (``SerialSlave``); a TCP server has no bus to turn round.
     Raises ValueError for a malformed ``tcp://`` address (naming it) and
     OSError when the port cannot be bound.
     """
     if device.startswith("tcp://"):
         host, port = parse_hostport(device[6:], "dlt645.device")
         return TcpSlaveServer(link, host, port).start()
-    return SerialSlave(link, device, baud, parity, reply_delay_ms).start()
+    return SerialSlave(link, device, baud, parity, reply_delay_ms, direction=direction).start()
 
 
 def parse_hostport(text, field):

@@ -97,7 +97,7 @@ class AgentRuntime:
         # the events (bounded) for the day a broker is configured.
         keys = LinkKeys(binascii.unhexlify(lk) if lk else bytes(32))
         self.session = Session(mid, keys, nonce_prefix(), prefix=cfg["link"]["prefix"],
-                               fw=cfg["agent"]["fw"], key_rev=self.guard.revision)
+                               fw=cfg["agent"]["fw"], key_rev=self.guard.revision, ha=cfg["link"])
         self.linked = LinkedMeter(self.device, self.guard, self.session, telemetry_s=cfg["link"]["telemetry_s"],
                                   telemetry_offset_s=int(mid) % cfg["link"]["telemetry_s"],
                                   on_clock=self.backend.set_wall, on_record=self._log_record)
@@ -197,7 +197,7 @@ class AgentRuntime:
 
         tls = TLS(mq["ca"], mq["cert"], mq["key"]) if mq["tls"] else None
         return PahoTransport(
-            self.linked, mq["host"], mq["port"], mq["client_id"] or "meter-" + self.meter_id,
+            self.linked, mq["host"], mq["port"], mq["client_id"] or self.meter_id,
             tls=tls, username=mq["username"], password=mq["password"], keepalive=mq["keepalive_s"],
             on_hw=self.execute, log=lambda m: log.warning("mqtt: %s", m),
             protocol=mqtt.MQTTv5 if mq["protocol"] == 5 else mqtt.MQTTv311)
@@ -207,7 +207,9 @@ class AgentRuntime:
 
         dc = self.dlt645.cfg
         link = SlaveLink(self.dlt645, self.linked.meter, self._dispatch, self.lock, persist=self._commit_part)
-        server = open_slave(link, dc["device"], dc["baud"], dc["parity"], dc["reply_delay_ms"])
+        # hw.rs485_de_pin: the Pi backend turns the transceiver round for each reply
+        direction = getattr(self.backend, "rs485_transmit", None) if self.cfg["hw"]["rs485_de_pin"] is not None else None
+        server = open_slave(link, dc["device"], dc["baud"], dc["parity"], dc["reply_delay_ms"], direction=direction)
         log.info("DL/T 645 slave %s on %s (control %s)", dc["address"], dc["device"], "on" if dc["control"] else "off")
         return server
 

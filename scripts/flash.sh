@@ -3,6 +3,7 @@
 #
 #   scripts/flash.sh mpy [--port /dev/ttyACM0] [--config FILE] [--keys FILE]... [--bundle DIR] [--dry-run]
 #   scripts/flash.sh pi USER@HOST [--config FILE] [--keys FILE]... [--bundle DIR] [--dry-run]
+#   scripts/flash.sh firmware unix32 --out DIR [--micropython SRC]
 #
 # mpy: compiles agent/ and the board's hw/ files with mpy-cross into a bundle
 #      (boot.py and main.py stay source, as the board requires), adds
@@ -35,7 +36,7 @@ PI_SOURCES="agent hw pmeter sim pyproject.toml README.md"
 SERVICE=pmeter-agent
 
 usage() {
-    sed -n '2,5p' "$0" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//' >&2
     exit 2
 }
 die() { echo "flash.sh: $*" >&2; exit 2; }
@@ -52,15 +53,134 @@ run() {
     fi
 }
 
+# firmware unix32: the MicroPython unix port as a 32-bit binary (-m32: objects
+# are the size they are on an ESP32 or RP2040) with mpy/manifest.py frozen in
+# (the agent, asyncio, ssl), copied to DIR/micropython.  SRC is a MicroPython
+# checkout or source tarball; by default $PMETER_MICROPYTHON_SRC, else the
+# vendored tarball in ../shared/vendor beside the repository.  Built binaries
+# are cached under ~/.cache/pmeter/firmware/KEY, KEY hashing the source, the
+# manifest, the agent's files and the build flags: an unchanged tree never
+# rebuilds, and a changed agent only re-freezes and relinks in the kept
+# build tree of its source.  Needs gcc -m32 (Debian: gcc-multilib) and make.
+FIRMWARE_DEFAULT_SRC=$ROOT/../shared/vendor/micropython-v1.29-preview-1c3c201.tar.gz
+FIRMWARE_MAKE_FLAGS="CFLAGS_EXTRA=-m32 LDFLAGS_EXTRA=-m32 MICROPY_PY_BTREE=0 MICROPY_PY_FFI=0"
+# What a unix build reads from a checkout (copied so the checkout stays clean).
+FIRMWARE_TREE="py extmod shared drivers tools mpy-cross ports/unix lib/littlefs lib/uzlib lib/re1.5
+lib/libm lib/libm_dbl lib/crypto-algorithms lib/mbedtls lib/mbedtls_errors lib/oofatfs lib/micropython-lib"
+
+firmware_source_id() {  # firmware_source_id SRC: what identifies the source, on stdout
+    if [ -f "$1" ]; then
+        sha256sum < "$1"
+    else  # a checkout: names, sizes and times of what the build reads
+        # shellcheck disable=SC2086
+        (cd "$1" && find $FIRMWARE_TREE -type f -printf '%p %s %T@\n' 2>/dev/null | LC_ALL=C sort)
+    fi
+}
+
+firmware_key() {  # firmware_key SOURCE_ID: the binary's cache key, on stdout
+    {
+        echo "$1 $FIRMWARE_MAKE_FLAGS"
+        (cd "$ROOT" && { echo mpy/manifest.py; find agent -name '*.py'; } | LC_ALL=C sort | xargs sha256sum)
+    } | sha256sum | cut -c1-16
+}
+
+# firmware_build SRC TREE DEST_BINARY: build in TREE (unpacked once per
+# source and kept: a changed agent then costs a re-freeze and a link, not
+# a C build), copy the binary to DEST.
+firmware_build() {
+    local src=$1 tree=$2 dest=$3 log=$2.log
+    command -v make >/dev/null || fail "make not found: install Debian's make"
+    echo 'int main(void) { return 0; }' | gcc -m32 -x c - -o /dev/null 2>/dev/null \
+        || fail "gcc cannot build 32-bit programs: install Debian's gcc-multilib (apt-get install gcc-multilib)"
+    if [ ! -f "$tree/.unpacked" ]; then
+        rm -rf "$tree"
+        mkdir -p "$tree"
+        if [ -f "$src" ]; then
+            tar -xf "$src" -C "$tree" --strip-components=1 || fail "cannot unpack $src"
+        else
+            # shellcheck disable=SC2086
+            (cd "$src" && tar -cf - $(for d in $FIRMWARE_TREE; do [ -e "$d" ] && echo "$d"; done)) | tar -xf - -C "$tree"
+        fi
+        [ -d "$tree/ports/unix" ] || fail "$src holds no MicroPython ports/unix"
+        [ -f "$tree/lib/micropython-lib/README.md" ] \
+            || fail "$src lacks lib/micropython-lib (in a checkout: git submodule update --init lib/micropython-lib lib/mbedtls)"
+        touch "$tree/.unpacked"
+    fi
+    say "building MicroPython (unix port, 32-bit, agent frozen) from $src; log in $log"
+    # makemanifest.py regenerates only when a frozen file is newer than its
+    # output: a file removed or restored to an older time would be missed.
+    rm -rf "$tree/ports/unix/build-standard/frozen_mpy" "$tree/ports/unix/build-standard/frozen_content.c"
+    # -j2: the build machines are shared and have two cores.
+    # shellcheck disable=SC2086
+    if ! { make -C "$tree/mpy-cross" -j2 && make -C "$tree/ports/unix" -j2 $FIRMWARE_MAKE_FLAGS \
+            FROZEN_MANIFEST="$ROOT/mpy/manifest.py"; } >"$log" 2>&1; then
+        tail -n 30 "$log" >&2
+        fail "the MicroPython build failed (above: the end of $log)"
+    fi
+    local bin=$tree/ports/unix/build-standard/micropython
+    [ "$("$bin" -c 'import sys; print(sys.maxsize)')" = 2147483647 ] || fail "$bin is not a 32-bit build"
+    mkdir -p "$(dirname "$dest")"
+    cp "$bin" "$dest.tmp.$$" && mv -f "$dest.tmp.$$" "$dest"
+}
+
+firmware() {
+    [ $# -ge 1 ] && [ "${1#-}" = "$1" ] || die "firmware needs a port: unix32 (esp32 and rp2: see docs/hardware.md, Firmware)"
+    local port=$1 out="" src=${PMETER_MICROPYTHON_SRC:-}
+    shift
+    [ "$port" = unix32 ] || die "unknown firmware port '$port': only unix32 is built here (esp32 and rp2: see docs/hardware.md, Firmware)"
+    while [ $# -gt 0 ]; do
+        case "$1" in
+            --out) [ $# -ge 2 ] || die "--out needs a directory"; out=$2; shift 2;;
+            --micropython) [ $# -ge 2 ] || die "--micropython needs a MicroPython checkout or source tarball"; src=$2; shift 2;;
+            -h|--help) usage;;
+            *) die "unknown option '$1' for firmware: use --out DIR [--micropython SRC]";;
+        esac
+    done
+    [ -n "$out" ] || die "--out DIR is required"
+    if [ -z "$src" ]; then
+        [ -f "$FIRMWARE_DEFAULT_SRC" ] || die "--micropython SRC is required (a MicroPython checkout or source tarball): no vendored tarball at $FIRMWARE_DEFAULT_SRC"
+        src=$FIRMWARE_DEFAULT_SRC
+    fi
+    if [ -d "$src" ]; then
+        [ -f "$src/py/mpconfig.h" ] && [ -d "$src/ports/unix" ] || die "--micropython: '$src' is not a MicroPython checkout (no py/mpconfig.h, ports/unix)"
+    elif [ -f "$src" ]; then
+        case "$src" in *.tar|*.tar.gz|*.tgz|*.tar.xz|*.tar.bz2) ;; *) die "--micropython: '$src' is not a source tarball (.tar, .tar.gz, .tar.xz, .tar.bz2)";; esac
+    else
+        die "--micropython: '$src' not found"
+    fi
+    src=$(cd "$(dirname "$src")" && pwd)/$(basename "$src")
+    local cache source_id tree key cached
+    cache=${XDG_CACHE_HOME:-$HOME/.cache}/pmeter/firmware
+    source_id=$(firmware_source_id "$src")
+    tree=$cache/src-$(echo "$source_id" | sha256sum | cut -c1-16)
+    key=$(firmware_key "$source_id")
+    cached=$cache/$key/micropython
+    mkdir -p "$cache" "$out" || fail "cannot create $cache or $out"
+    # One build at a time per source tree: a second run (another test
+    # worker) waits, then finds the binary cached.
+    exec 9>"$tree.lock"
+    flock 9
+    if [ -x "$cached" ]; then
+        echo "cached build $key"
+    else
+        firmware_build "$src" "$tree" "$cached"
+        echo "built $key"
+    fi
+    exec 9>&-
+    cp "$cached" "$out/micropython.tmp.$$" && mv -f "$out/micropython.tmp.$$" "$out/micropython"
+    echo "firmware: $out/micropython"
+}
+
 [ $# -ge 1 ] || usage
 TARGET=$1; shift
+if [ "$TARGET" = firmware ]; then firmware "$@"; exit 0; fi
 HOST=""
 if [ "$TARGET" = pi ]; then
     [ $# -ge 1 ] && [ "${1#-}" = "$1" ] || die "pi needs USER@HOST, e.g. flash.sh pi pi@meter-12.local"
     HOST=$1; shift
     case "$HOST" in *@*) ;; *) die "USER@HOST expected, got '$HOST'";; esac
 elif [ "$TARGET" != mpy ]; then
-    die "unknown target '$TARGET': use mpy or pi"
+    die "unknown target '$TARGET': use mpy, pi or firmware"
 fi
 
 PORT=""
@@ -93,9 +213,9 @@ for k in "${KEYS[@]+"${KEYS[@]}"}"; do [ -f "$k" ] || die "keys file '$k' not fo
 # Validate the whole agent config (agent/settings.py); write it as JSON (board) or copy it (Pi).
 # validate_config SRC DEST_JSON_OR_EMPTY
 validate_config() {
-    PYTHONPATH="$ROOT" "$PYTHON" - "$1" "${2:-}" <<'PY' || exit 2
-import json, sys
-src, dest = sys.argv[1], sys.argv[2]
+    PYTHONPATH="$ROOT" "$PYTHON" - "$1" "${2:-}" "$DRY_RUN" "${KEYS[@]+"${KEYS[@]}"}" <<'PY' || exit 2
+import json, os, sys
+src, dest, dry_run, key_files = sys.argv[1], sys.argv[2], sys.argv[3] == "1", sys.argv[4:]
 try:
     if src.endswith(".toml"):
         import tomllib
@@ -111,7 +231,19 @@ if not isinstance(raw, dict):
 from agent import settings
 from agent.config import ConfigError
 try:
-    settings.load(raw)
+    # The agent's keys file (agent.keys) ships with --keys; validate with it.
+    named = raw["agent"].get("keys") if isinstance(raw.get("agent"), dict) else None
+    given = [k for k in key_files if isinstance(named, str) and os.path.basename(k) == os.path.basename(named)]
+    if named is not None and not given and dry_run:
+        print("warning: agent.keys names %s but no --keys file of that name: not validating the keys" % named,
+              file=sys.stderr)
+        settings.validate(dict(raw, tokens={"key": "00" * 32}, link=dict(raw.get("link", {}), key="00" * 32)))
+    elif named is not None and not given:
+        sys.exit("flash.sh: %s: agent.keys names %s: pass that file with --keys" % (src, named))
+    else:
+        if given or not dest:  # a board's config.json may hold its keys (its flash has no file modes)
+            raw = settings.merge_keys(raw, src, given[0] if given else None)
+        settings.load(raw)
 except ConfigError as exc:
     sys.exit("flash.sh: %s: %s" % (src, exc))
 if dest:

@@ -7,7 +7,8 @@
 #    its test extras (skipped when pyproject.toml has not changed since);
 # 2. installs the MicroPython board stubs, each into its own folder under
 #    .venv/stubs/ (they overwrite each other if installed together);
-# 3. installs Debian's mosquitto broker if /usr/sbin/mosquitto is missing;
+# 3. installs Debian's mosquitto broker if /usr/sbin/mosquitto is missing,
+#    and gcc-multilib and make (the 32-bit firmware build) if missing;
 # 4. runs pytest on 2 workers; extra arguments go to pytest.
 #
 # The exit code is pytest's, except that "no tests collected" (pytest's 5)
@@ -61,6 +62,16 @@ if [ ! -x /usr/sbin/mosquitto ]; then
     log "installing Debian package mosquitto (the tests start their own brokers)"
     $sudo apt-get update -qq
     $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null
+fi
+
+# tests/test_firmware.py builds MicroPython's unix port as a 32-bit binary
+# (gcc -m32 needs Debian's gcc-multilib).
+if ! dpkg-query -W -f='${Status}' gcc-multilib 2>/dev/null | grep -q "ok installed" || ! command -v make >/dev/null; then
+    sudo=""
+    if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+    log "installing Debian packages gcc-multilib and make (the 32-bit firmware build)"
+    $sudo apt-get update -qq
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc-multilib make >/dev/null
 fi
 
 set +e

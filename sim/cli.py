@@ -28,7 +28,7 @@ def register(sub):
     p.add_argument("--meters", type=positive_int("--meters", 100000), default=None, help="number of meters (default 1)")
     p.add_argument("--days", type=positive_int("--days", 3660), default=None, help="days to simulate (default 30)")
     p.add_argument("--seed", type=int, default=None, help="random seed: same seed, same output (default 1)")
-    p.add_argument("--runtime", choices=("cpython", "micropython"), default="cpython", help="where the meter cores run (default cpython)")
+    p.add_argument("--runtime", choices=("cpython", "micropython"), default="cpython", help="where the meter cores run (default cpython; live mode: cpython only)")
     p.add_argument("--step", type=positive_int("--step", 86400), default=None, help="longest simulated step in seconds (default 900)")
     p.add_argument("--start", default=None, help="local start time 'YYYY-MM-DD HH:MM' (default %s)" % DEFAULT_START)
     p.add_argument("--config", metavar="FILE", help="a TOML file with the meter configuration (see README)")
@@ -43,10 +43,14 @@ def register(sub):
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--progress", action="store_true", help="show a progress bar on stderr even when it is not a terminal")
     p.add_argument("--report", metavar="DIR", help="write an HTML report, PNG plots and per-meter daily CSV into DIR")
-    p.add_argument("--live", metavar="URL", help="run against a real MQTT broker, e.g. mqtt://127.0.0.1:1883 (see docs/fleet.md)")
-    p.add_argument("--live-seconds", type=positive_int("--live-seconds", 86400), default=30, help="live mode: how long to run, real seconds (default 30)")
-    p.add_argument("--headend-workers", type=positive_int("--headend-workers", 64), default=2, help="live mode: head-end workers on the shared subscription (default 2)")
-    p.add_argument("--topup-rate", type=positive_int("--topup-rate", 10000), default=5, help="live mode: top-ups vended per second (default 5)")
+    p.add_argument("--live", metavar="URL", help="run against a real MQTT broker, mqtt://HOST:PORT or, with TLS, mqtts://HOST:PORT (see docs/fleet.md)")
+    p.add_argument("--live-seconds", type=positive_int("--live-seconds", 86400), default=None, help="live mode: how long to run, real seconds (default 30)")
+    p.add_argument("--headend-workers", type=positive_int("--headend-workers", 64), default=None, help="live mode: head-end workers on the shared subscription (default 2)")
+    p.add_argument("--topup-rate", type=positive_int("--topup-rate", 10000), default=None, help="live mode: top-ups vended per second (default 5)")
+    p.add_argument("--ca", metavar="FILE", help="live mode, mqtts://: the CA certificate that signed the broker's certificate (PEM)")
+    p.add_argument("--cert", metavar="FILE", help="live mode, mqtts://: client certificate every simulated client presents (PEM)")
+    p.add_argument("--key", metavar="FILE", help="live mode, mqtts://: the client certificate's private key (PEM)")
+    p.add_argument("--dlt645", metavar="tcp://HOST:PORT", help="serve one simulated meter in real time as a DL/T 645 slave on this TCP port until Ctrl-C, for a DL/T 645 master to read and control (see docs/dlt645.md)")
     p.set_defaults(handler=cmd_run)
 
 
@@ -84,7 +88,43 @@ class Progress:
         self.stream.flush()
 
 
+LIVE_DEFAULTS = {"live_seconds": 30, "headend_workers": 2, "topup_rate": 5}
+LIVE_ONLY = ("live_seconds", "headend_workers", "topup_rate", "ca", "cert", "key")
+# Options a live run cannot honour (option, its default, why): refused rather than ignored.
+NOT_LIVE = (
+    ("scenario", None, "live meters get no scenario's faults, operators or thieves; give their configuration with --config"),
+    ("report", None, "a live run writes no report files; --json gives all its figures"),
+    ("days", None, "a live run lasts --live-seconds real seconds"),
+    ("step", None, "live meters run in real time"),
+    ("start", None, "live meters run at the current time"),
+    ("customers", "auto", "in a live run a vendor tops up random meters at --topup-rate"),
+    ("feedback", False, "live meters have no relay model"),
+)
+
+
+def _option(dest):
+    return "--" + dest.replace("_", "-")
+
+
+def check_mode(args):
+    """The error message for an option the chosen mode (simulated or --live) cannot honour, or None."""
+    if args.live:
+        for dest, default, why in NOT_LIVE:
+            if getattr(args, dest) != default:
+                return "%s cannot be used with --live: %s" % (_option(dest), why)
+        if args.runtime == "micropython":
+            return "--runtime micropython cannot be used with --live: live meters run the agent stack in this CPython process"
+        return None
+    for dest in LIVE_ONLY:
+        if getattr(args, dest) is not None:
+            return "%s is for live runs only (with --live URL)" % _option(dest)
+    return None
+
+
 def cmd_run(args):
+    refused = check_mode(args)
+    if refused:
+        return fail(refused)
     base = DEFAULT_CONFIG
     scenario = None
     settings = dict(RUN_DEFAULTS)
@@ -98,6 +138,10 @@ def cmd_run(args):
     except ConfigError as exc:
         where = args.config or "the embedded configuration"
         return fail("%s in %s" % (exc, where))
+    if args.dlt645:
+        from sim import dlt645_tcp
+
+        return dlt645_tcp.cmd_serve(args, base)
     feedback = args.feedback
     if args.scenario:
         from sim import scenario as scenario_mod
@@ -123,22 +167,10 @@ def cmd_run(args):
             return fail("--report: cannot create directory %s: %s" % (args.report, exc.strerror))
     progress = Progress() if args.progress or sys.stderr.isatty() else None
     if args.live:
-        from sim import live
-
-        try:
-            rep = live.run_live(args.live, settings["meters"], args.live_seconds, settings["seed"], base, args.headend_workers, topup_rate=args.topup_rate, progress=progress)
-        except ValueError as exc:
-            return fail("--live: %s" % exc)
-        except (OSError, RuntimeError) as exc:
-            return fail("live run failed: %s" % exc, 1)
-        if args.json:
-            json.dump(rep, sys.stdout, indent=1, sort_keys=True)
-            sys.stdout.write("\n")
-        else:
-            print(live.render(rep))
-        return 0
+        return _run_live(args, settings, base, progress)
     try:
-        rep = run(settings["meters"], settings["days"], settings["seed"], args.runtime, settings["step"], settings["start"], base, feedback, args.customers, scenario, progress)
+        rep = run(settings["meters"], settings["days"], settings["seed"], args.runtime, settings["step"], settings["start"], base, feedback,
+                  args.customers, scenario, progress)
     except ValueError as exc:
         return fail(str(exc))
     except RuntimeError as exc:
@@ -154,4 +186,38 @@ def cmd_run(args):
         sys.stdout.write("\n")
     else:
         print(render(rep))
+    return 0
+
+
+def _run_live(args, settings, base, progress):
+    from sim import live
+
+    try:
+        secure = live.parse_url(args.live)[2]
+    except ValueError as exc:
+        return fail("--live: %s" % exc)
+    tls = None
+    if secure:
+        try:
+            tls = live.check_tls(args.ca, args.cert, args.key)
+        except ValueError as exc:
+            return fail(str(exc))
+    elif args.ca or args.cert or args.key:
+        return fail("--ca/--cert/--key are for a TLS broker: give --live mqtts://HOST:PORT, got %s" % args.live)
+    opts = dict(LIVE_DEFAULTS)
+    for dest in LIVE_DEFAULTS:
+        if getattr(args, dest) is not None:
+            opts[dest] = getattr(args, dest)
+    try:
+        rep = live.run_live(args.live, settings["meters"], opts["live_seconds"], settings["seed"], base, opts["headend_workers"],
+                            topup_rate=opts["topup_rate"], progress=progress, tls=tls)
+    except ValueError as exc:
+        return fail("--live: %s" % exc)
+    except (OSError, RuntimeError) as exc:
+        return fail("live run failed: %s" % exc, 1)
+    if args.json:
+        json.dump(rep, sys.stdout, indent=1, sort_keys=True)
+        sys.stdout.write("\n")
+    else:
+        print(live.render(rep))
     return 0

@@ -51,7 +51,7 @@ from agent.device import Device
 from agent.store import Store
 from agent.tokens import TokenGuard
 from headend.link import Fleet, HeadEnd
-from hw.mqtt_paho import PahoTransport, mono_ms, nodelay, wall_s
+from hw.mqtt_paho import TLS, PahoTransport, mono_ms, nodelay, wall_s
 from sim import derive_seed
 from sim.household import Household
 from sim.pulses import PulseSource
@@ -63,18 +63,46 @@ MASTER = bytes(range(32))  # the simulator's head-end master key (a simulation, 
 
 
 def parse_url(url):
-    """``mqtt://HOST:PORT`` -> (host, port); ValueError naming what is wrong."""
-    if not isinstance(url, str) or not url.startswith("mqtt://"):
-        raise ValueError("must look like mqtt://HOST:PORT, got %r" % (url,))
-    rest = url[len("mqtt://"):].rstrip("/")
+    """``mqtt://HOST:PORT`` or ``mqtts://HOST:PORT`` -> (host, port, tls);
+    ValueError naming what is wrong.  Default ports: 1883, and 8883 for TLS."""
+    scheme = url.partition("://")[0] if isinstance(url, str) else None
+    if scheme not in ("mqtt", "mqtts"):
+        raise ValueError("must look like mqtt://HOST:PORT or mqtts://HOST:PORT, got %r" % (url,))
+    tls = scheme == "mqtts"
+    rest = url[len(scheme) + 3:].rstrip("/")
     host, sep, port = rest.rpartition(":")
     if not sep:
-        host, port = rest, "1883"
+        host, port = rest, "8883" if tls else "1883"
     if not host:
         raise ValueError("no host in %r" % (url,))
     if not port.isdigit() or not 1 <= int(port) <= 65535:
         raise ValueError("port must be 1..65535 in %r" % (url,))
-    return host, int(port)
+    return host, int(port), tls
+
+
+def check_tls(ca, cert, key):
+    """Load the TLS files once before anything connects; returns a ``TLS`` or
+    raises ValueError("--option: what is wrong") so a bad file is a clear refusal."""
+    import ssl
+
+    if not ca:
+        raise ValueError("--ca: mqtts:// needs the CA certificate that signed the broker's certificate (PEM)")
+    if bool(cert) != bool(key):
+        raise ValueError("--cert and --key go together (the client certificate and its private key, PEM)")
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    for name, path in (("--ca", ca), ("--cert", cert), ("--key", key)):
+        if path and not os.path.isfile(path):
+            raise ValueError("%s: no such file %s" % (name, path))
+    try:
+        ctx.load_verify_locations(cafile=ca)
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        raise ValueError("--ca: %s is not a readable PEM CA certificate (%s)" % (ca, exc))
+    if cert:
+        try:
+            ctx.load_cert_chain(cert, key)
+        except (ssl.SSLError, OSError, ValueError) as exc:
+            raise ValueError("--cert/--key: %s and %s are not a readable PEM certificate and its key (%s)" % (cert, key, exc))
+    return TLS(ca, cert, key)
 
 
 class MemFS:
@@ -138,6 +166,10 @@ class SelectorTransport(PahoTransport):
         if c is None:
             return
         rc = c.loop_read()
+        # TLS: records already decrypted wait in the SSL object, where the
+        # selector does not see them: read on until it is empty.
+        while rc == 0 and self.client is c and _tls_pending(c):
+            rc = c.loop_read()
         self._dispatch()
         if rc != 0 and self.client is not None:
             self._lost(mono_ms(), "connection lost (rc=%s)" % (rc,))
@@ -159,10 +191,23 @@ class SelectorTransport(PahoTransport):
             self._lost(mono_ms(), "connection lost (rc=%s)" % (rc,))
 
 
+def _tls_pending(client):
+    sock = client.socket()
+    return sock is not None and hasattr(sock, "pending") and sock.pending() > 0
+
+
+def _tls_set(client, tls):
+    """Client certificate TLS on a paho client, as the head-end does it."""
+    if tls is not None:
+        import ssl
+
+        client.tls_set(ca_certs=tls.ca, certfile=tls.cert, keyfile=tls.key, cert_reqs=ssl.CERT_REQUIRED)
+
+
 class LiveMeter:
     """One virtual meter on the wire: household, pulses, the agent stack, its transport."""
 
-    def __init__(self, index, seed, base, fleet, host, port, telemetry_s, speed, on_close, log, spread=True):
+    def __init__(self, index, seed, base, fleet, host, port, telemetry_s, speed, on_close, log, spread=True, tls=None):
         raw = meter_config(base, index)
         self.id = raw["meter"]["id"]
         raw["tokens"] = {"key": fleet.meter_key(self.id).hex()}
@@ -184,7 +229,7 @@ class LiveMeter:
         self.speed = speed
         self.on_close = on_close
         self.transport = SelectorTransport(self.linked, host, port, "sim-%s-%d" % (self.id, os.getpid()),
-                                           on_hw=self._hw, log=log, rng=rng)
+                                           tls=tls, on_hw=self._hw, log=log, rng=rng)
         self.sim_t = None
         self.last_wall = None
         self.telemetry_s = telemetry_s
@@ -221,8 +266,8 @@ class LiveMeter:
 class SharedHeadEnd(HeadEnd):
     """A head-end worker on a shared subscription: the broker splits the fleet's traffic."""
 
-    def __init__(self, fleet, host, port, group, number, on_ack):
-        HeadEnd.__init__(self, fleet, None, host, port, client_id="sim-headend-%d-%d" % (number, os.getpid()), session_expiry_s=0)
+    def __init__(self, fleet, host, port, group, number, on_ack, tls=None):
+        HeadEnd.__init__(self, fleet, None, host, port, tls=tls, client_id="sim-headend-%d-%d" % (number, os.getpid()), session_expiry_s=0)
         self.group = group
         self.on_ack = on_ack
         self.received = 0
@@ -245,14 +290,15 @@ class SharedHeadEnd(HeadEnd):
             self.on_ack(fields.get("b", {}).get("r"), time.perf_counter(), fields.get("b", {}).get("code"))
 
 
-def _worker_process(host, port, group, number, conn):
+def _worker_process(host, port, group, number, conn, tls_files=None):
     """A head-end worker process: commands "mark" and "stop" come over ``conn``.
 
     Sends ("ready", None) once subscribed (or ("error", text)), and on "stop"
     ("done", {received since mark, rejected, acks: ref -> (t, code)}).
     """
     acks = {}
-    w = SharedHeadEnd(Fleet(MASTER), host, port, group, number, lambda ref, t, code: acks.setdefault(ref, (t, code)))
+    tls = TLS(*tls_files) if tls_files else None
+    w = SharedHeadEnd(Fleet(MASTER), host, port, group, number, lambda ref, t, code: acks.setdefault(ref, (t, code)), tls)
     try:
         w.start()
     except Exception as exc:
@@ -273,10 +319,11 @@ def _worker_process(host, port, group, number, conn):
 class WorkerProcess:
     """The parent's handle on one head-end worker process."""
 
-    def __init__(self, host, port, group, number):
+    def __init__(self, host, port, group, number, tls=None):
         ctx = multiprocessing.get_context("spawn")
         self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_worker_process, args=(host, port, group, number, child), daemon=True)
+        files = (tls.ca, tls.cert, tls.key) if tls is not None else None
+        self.proc = ctx.Process(target=_worker_process, args=(host, port, group, number, child, files), daemon=True)
         self.number = number
         self.result = None
 
@@ -310,9 +357,10 @@ class WorkerProcess:
 class Vendor:
     """The vendor's MQTT client: publishes sealed tokens (its own network thread)."""
 
-    def __init__(self, host, port, timeout=10.0):
+    def __init__(self, host, port, timeout=10.0, tls=None):
         self.ready = threading.Event()
         c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="sim-vendor-%d" % os.getpid(), protocol=mqtt.MQTTv5)
+        _tls_set(c, tls)
         c.on_connect = self._on_connect
         c.connect(host, port, keepalive=30)
         c.loop_start()
@@ -342,8 +390,9 @@ class LiveRun:
     """
 
     def __init__(self, host, port, meters, seed, base, workers=2, telemetry_s=60, speed=60, topup_rate=5.0, log=None, progress=None, tick_s=5, warmup_s=0,
-                 spread=True):
+                 spread=True, tls=None):
         self.host = host
+        self.tls = tls
         self.tick_s = tick_s
         self.warmup_s = warmup_s
         self.port = port
@@ -359,9 +408,9 @@ class LiveRun:
         self.progress = progress
         self.last_log = None
         self.log = log or self._note
-        self.meters = [LiveMeter(i, seed, base, self.fleet, host, port, telemetry_s, speed, self._closed, self.log, spread) for i in range(meters)]
+        self.meters = [LiveMeter(i, seed, base, self.fleet, host, port, telemetry_s, speed, self._closed, self.log, spread, tls) for i in range(meters)]
         self.by_id = dict((m.id, m) for m in self.meters)
-        self.workers = [WorkerProcess(host, port, "pm-sim", k) for k in range(workers)]
+        self.workers = [WorkerProcess(host, port, "pm-sim", k, tls) for k in range(workers)]
         self.worker_results = []
         self.stop = threading.Event()
         self.loop_error = None
@@ -461,7 +510,7 @@ class LiveRun:
         try:
             for w in self.workers:
                 w.wait_ready(30)
-            vendor = Vendor(self.host, self.port)
+            vendor = Vendor(self.host, self.port, tls=self.tls)
         except Exception:
             self._stop_workers()
             raise
@@ -548,7 +597,7 @@ class LiveRun:
         tele = sum(received)
         return {
             "mode": "live",
-            "broker": "%s:%d" % (self.host, self.port),
+            "broker": "%s://%s:%d" % ("mqtts" if self.tls else "mqtt", self.host, self.port),
             "meters": len(self.meters),
             "connected": self.connected_at_end,
             "seconds": seconds,
@@ -573,10 +622,15 @@ def _dist(xs):
     return {"n": len(xs), "p50": percentile(xs, 50), "p90": percentile(xs, 90), "p99": percentile(xs, 99), "max": xs[-1] if xs else None}
 
 
-def run_live(url, meters, seconds, seed, base, workers=2, telemetry_s=60, speed=60, topup_rate=5.0, progress=None):
-    """Run ``meters`` live meters for ``seconds`` against the broker at ``url``."""
-    host, port = parse_url(url)
-    return LiveRun(host, port, meters, seed, base, workers, telemetry_s, speed, topup_rate, progress=progress).run(seconds)
+def run_live(url, meters, seconds, seed, base, workers=2, telemetry_s=60, speed=60, topup_rate=5.0, progress=None, tls=None):
+    """Run ``meters`` live meters for ``seconds`` against the broker at ``url``
+    (``tls``: a ``TLS`` from ``check_tls`` for an mqtts:// URL)."""
+    host, port, secure = parse_url(url)
+    if secure and tls is None:
+        raise ValueError("mqtts:// needs --ca (and --cert/--key if the broker asks for a client certificate)")
+    if tls is not None and not secure:
+        raise ValueError("--ca/--cert/--key are for mqtts:// URLs, got %r" % (url,))
+    return LiveRun(host, port, meters, seed, base, workers, telemetry_s, speed, topup_rate, progress=progress, tls=tls).run(seconds)
 
 
 def _ms(us):
@@ -587,16 +641,22 @@ def render(rep):
     """A readable summary of a live run."""
     a = rep["ack_us"]
     r = rep["restore_us"]
+    codes = rep["ack_codes"]
+    answers = ", ".join("%s %d" % (code, codes[code]) for code in sorted(codes, key=str)) or "none"
+    workers = rep["messages_per_worker"]
     lines = [
-        "Live: %d meters (%d connected) on %s for %d s, %d head-end workers on a shared subscription."
-        % (rep["meters"], rep["connected"], rep["broker"], rep["seconds"], rep["headend_workers"]),
-        "Messages from meters: %d (%.1f/s), split between workers: %s; rejected %d."
-        % (sum(rep["messages_per_worker"]), rep["messages_per_s"], " / ".join(str(x) for x in rep["messages_per_worker"]), rep["rejected"]),
-        "Top-ups: %d sent, %d acked %s." % (rep["topups_sent"], rep["topups_acked"], rep["ack_codes"]),
-        "Publish -> ack at the head-end: p50 %s, p90 %s, p99 %s, max %s (n=%d)." % (_ms(a["p50"]), _ms(a["p90"]), _ms(a["p99"]), _ms(a["max"]), a["n"]),
-        "Publish -> relay close at a cut meter: p50 %s, p99 %s (n=%d)." % (_ms(r["p50"]), _ms(r["p99"]), r["n"]),
+        "Live: %d meters (%d connected at the end) on %s for %d s, %d head-end worker%s on a shared subscription."
+        % (rep["meters"], rep["connected"], rep["broker"], rep["seconds"], rep["headend_workers"], "" if rep["headend_workers"] == 1 else "s"),
+        "Messages from meters: %d (%.1f/s), per worker %s; rejected %d."
+        % (sum(workers), rep["messages_per_s"], " / ".join(str(x) for x in workers) or "none", rep["rejected"]),
+        "Top-ups: %d sent, %d acked (%s)%s." % (rep["topups_sent"], rep["topups_acked"], answers,
+                                                 ", %d not acked" % (rep["topups_sent"] - rep["topups_acked"]) if rep["topups_acked"] < rep["topups_sent"] else ""),
+        "Publish -> ack at the head-end: p50 %s, p90 %s, p99 %s, max %s (%d acks)." % (_ms(a["p50"]), _ms(a["p90"]), _ms(a["p99"]), _ms(a["max"]), a["n"]),
+        "Publish -> relay close at a cut meter: p50 %s, p99 %s, max %s (%d restores)." % (_ms(r["p50"]), _ms(r["p99"]), _ms(r["max"]), r["n"]),
         "Meter loop: worst lag %d ms." % rep["meter_loop_max_lag_ms"],
     ]
+    if rep["workers_answered"] < rep["headend_workers"]:
+        lines.append("HEAD-END WORKERS: only %d of %d reported back." % (rep["workers_answered"], rep["headend_workers"]))
     if rep["loop_error"]:
         lines.append("METER LOOP FAILED: %s" % rep["loop_error"])
     return "\n".join(lines)

@@ -24,6 +24,7 @@ import random
 from agent import results
 from agent.account.account import MONEY_SCALE
 from agent.calendar import format_wall, parse_datetime
+from agent.relay.policy import CLOSED_STATES
 from agent.events import Ack, Alarm, Anomaly, Boot, Command, PowerFail, PulseCoil, Publish, Pulses, RelayFeedback, SetClock, Tamper, TopUp
 from sim import derive_seed
 from sim.cores import LocalCore, MicroPythonCore, MicroPythonServer
@@ -111,6 +112,7 @@ class VirtualMeter:
         self.topups = 0
         self.refused = 0
         self.timeline = []  # (wall, what, detail) for the readable report
+        self.faults = []  # (wall, what, detail): power cuts and relay faults, for the report's plots
         self.restore_delays = []  # seconds from a top-up bought while cut to the relay closing
         self.alarm_delays = []  # seconds from alarm 1 to the next top-up bought
         self.ops = [0, 0, 0, 0]  # cuts tried, cuts done, reconnections tried, reconnections done
@@ -145,6 +147,7 @@ class VirtualMeter:
         self._d_flags = 0
         self._d_down_s = 0
         self._d_true = 0
+        self._d_dark_s = 0
 
     def mono(self, wall):
         return (wall - self._boot_wall) * 1000
@@ -266,6 +269,8 @@ class VirtualMeter:
             count = self.source.advance(self._meter(mwh, not self.relay.closed))
             was_cut = self._cut
             before = self.core.stats()["energy_wh"] if was_cut else 0
+            if not self.relay.closed:
+                self._d_dark_s += nxt - t
             self.feed(Pulses(count, self.cw(nxt), self.mono(nxt)), nxt)
             if was_cut:
                 self._d_cut_s += nxt - t
@@ -354,8 +359,10 @@ class VirtualMeter:
         if what == "relay_fault":
             self.relay.set_fault(arg)
             self.timeline.append((t, "relay fault", arg))
+            self.faults.append((t, "relay fault", arg))
         elif what == "relay_repair":
             self.relay.set_fault(arg, False)
+            self.faults.append((t, "relay repaired", arg))
         elif what == "cover":
             self.feed(Tamper(arg, self.cw(t), mono), t)
         elif what == "clock_sync":
@@ -374,6 +381,7 @@ class VirtualMeter:
         """The supply fails at ``t`` and returns at ``back``: the core commits,
         loses its RAM, and boots from its snapshot; the relay stays where it was."""
         self.power_cuts += 1
+        self.faults.append((t, "power cut", back - t))
         self.feed(PowerFail(self.cw(t), self.mono(t)), t)
         snap = self.core.snapshot()
         if back > t:
@@ -408,10 +416,11 @@ class VirtualMeter:
                 self._d_down_s,
                 s["balance"],
                 self._d_true // 1000,
+                self._d_dark_s,
             ])
             self._day_energy = s["energy_wh"]
             self._day_reg = reg_wh
-            self._d_cut_s = self._d_cut_wh = self._d_covers = self._d_flags = self._d_down_s = self._d_true = 0
+            self._d_cut_s = self._d_cut_wh = self._d_covers = self._d_flags = self._d_down_s = self._d_true = self._d_dark_s = 0
             self._day_end += DAY_S
         if down_from is not None and down_from < t:
             self._d_down_s += t - down_from
@@ -461,10 +470,13 @@ class VirtualMeter:
             "relay": "closed" if self.relay.closed else "open",
             "relay_state": s["relay_state"],
             "restore_delays_s": list(self.restore_delays),
+            # A top-up bought while cut whose supply never came back before the end.
+            "unrestored_topups": 0 if self._pending_topup is None else 1,
             "alarm_topup_delays_s": list(self.alarm_delays),
             "remote_ops": list(self.ops),
             "power_cuts": self.power_cuts,
             "coil_violations": len(self.relay.violations),
+            "faults": [[w, what, detail] for w, what, detail in self.faults],
         }
         if self.plan is not None:
             row["commands"] = [[n, self.commands[n][0], self.commands[n][1]] for n in sorted(self.commands)]
@@ -479,7 +491,10 @@ class VirtualMeter:
         return row
 
 
-DAILY_FIELDS = ("day", "energy_wh", "register_wh", "cut_s", "cut_wh", "cover_opens", "flags", "down_s", "balance", "true_wh")
+# The last two are ground truth, never given to the analytics: the household's
+# true use, and the seconds the contact was really open (a silent relay failure
+# is dark with no cut reported).
+DAILY_FIELDS = ("day", "energy_wh", "register_wh", "cut_s", "cut_wh", "cover_opens", "flags", "down_s", "balance", "true_wh", "dark_s")
 
 
 def max_price(tariff):
@@ -497,10 +512,13 @@ def max_price(tariff):
 
 
 def money(minor):
-    """Minor units -> "12.3456 CNY" without floats."""
+    """Minor units -> "12.3456 CNY", exactly and without floats.
+
+    All four decimals: the core charges in 1/10000 CNY, and a figure cut to
+    fen would not add up with the others (opening + credited - charged)."""
     sign = "-" if minor < 0 else ""
     minor = abs(minor)
-    return "%s%d.%02d CNY" % (sign, minor // MONEY_SCALE, minor % MONEY_SCALE // 100)
+    return "%s%d.%04d CNY" % (sign, minor // MONEY_SCALE, minor % MONEY_SCALE)
 
 
 class Fleet:
@@ -639,6 +657,7 @@ def report(rows, timeline, meters, days, seed, runtime, t0, scenario=None):
     delays = sorted(d for r in rows for d in r["restore_delays_s"])
     alarm_delays = sorted(d for r in rows for d in r["alarm_topup_delays_s"])
     ops = [sum(r["remote_ops"][k] for r in rows) for k in range(4)]
+    silent = [r for r in rows if silent_relay_failure(r)]
     rep = {
         "money_scale": MONEY_SCALE,
         "seed": seed,
@@ -660,6 +679,7 @@ def report(rows, timeline, meters, days, seed, runtime, t0, scenario=None):
             "restore_p99_s": percentile(delays, 99),
             "restore_max_s": delays[-1] if delays else None,
             "restores": len(delays),
+            "unrestored_topups": sum(r["unrestored_topups"] for r in rows),
             "alarm_topup_p50_s": percentile(alarm_delays, 50),
             "alarm_topup_p90_s": percentile(alarm_delays, 90),
             "alarm_topups": len(alarm_delays),
@@ -669,7 +689,9 @@ def report(rows, timeline, meters, days, seed, runtime, t0, scenario=None):
             "remote_reconnects_done": ops[3],
             "power_cuts": sum(r["power_cuts"] for r in rows),
             "coil_violations": sum(r["coil_violations"] for r in rows),
+            "silent_relay_failures": len(silent),
         },
+        "silent_relay_failures": [r["id"] for r in silent],
         "timeline": [[w, what, detail] for w, what, detail in timeline],
         "daily": daily,
     }
@@ -679,8 +701,9 @@ def report(rows, timeline, meters, days, seed, runtime, t0, scenario=None):
         for number, op in enumerate(scenario.operators):
             sent = sum(c[1] for r in rows for c in r.get("commands", []) if c[0] == number)
             ok = sum(c[2] for r in rows for c in r.get("commands", []) if c[0] == number)
-            ops_rep.append({"label": op["label"], "command": op["command"], "at": op["at"], "sent": sent, "accepted": ok})
+            ops_rep.append({"label": op["label"], "command": op["command"], "at": op["at"], "wall": op["wall"], "sent": sent, "accepted": ok})
         rep["operator_actions"] = ops_rep
+        rep["broker_outages"] = [[a, b] for a, b in scenario.outages]
         from headend.analytics import evaluate, suspects
 
         found = suspects(daily, threshold=scenario.data["analytics"]["threshold"])
@@ -694,6 +717,13 @@ def report(rows, timeline, meters, days, seed, runtime, t0, scenario=None):
     return rep
 
 
+def silent_relay_failure(row):
+    """True if a meter ends in the dark although its core wants the supply on
+    (credit, guarantee power or a forced reconnection): a relay that failed to
+    close and, without a feedback contact, nobody knows."""
+    return row["relay"] == "open" and row["relay_state"] in CLOSED_STATES
+
+
 def rate(done, tried):
     """'98.5 % (197/200)' without floats in the report, or 'n/a'."""
     if not tried:
@@ -703,13 +733,15 @@ def rate(done, tried):
 
 
 def duration(s):
+    """Seconds -> "45 s", "12 min" or "345.7 h" (rounded to the unit shown), or "n/a"."""
     if s is None:
         return "n/a"
     if s < 120:
         return "%d s" % s
     if s < 7200:
-        return "%d min" % (s // 60)
-    return "%d.%d h" % (s // 3600, s % 3600 * 10 // 3600)
+        return "%d min" % ((s + 30) // 60)
+    tenths = (s * 10 + 1800) // 3600
+    return "%d.%d h" % (tenths // 10, tenths % 10)
 
 
 def render(rep):
@@ -729,17 +761,18 @@ def render(rep):
             lines.append("  %s  %-15s %s" % (format_wall(wall, TZ_S)[:16], what, detail))
     lines.append("")
     if len(rep["meters"]) <= 20:
-        lines.append("%-13s %10s %15s %15s %15s %5s %5s %6s  %s" % ("meter", "energy kWh", "charged", "credited", "balance", "cuts", "recon", "alarms", "relay"))
+        # Columns in ledger order: opening + credited - charged = balance, to the 1/10000 CNY.
+        row = "%-13s %10s %16s %16s %16s %16s %5s %5s %6s  %s"
+        lines.append(row % ("meter", "energy kWh", "opening", "credited", "charged", "balance", "cuts", "recon", "alarms", "relay"))
         for r in rep["meters"]:
-            lines.append(
-                "%-13s %10s %15s %15s %15s %5d %5d %6d  %s"
-                % (r["id"], kwh(r["energy_wh"]), money(r["charged"]), money(r["credited"]), money(r["balance_end"]), r["cuts"], r["reconnects"], r["alarms"], r["relay"])
-            )
+            lines.append(row % (
+                r["id"], kwh(r["energy_wh"]), money(r["balance_start"]), money(r["credited"]), money(r["charged"]), money(r["balance_end"]),
+                r["cuts"], r["reconnects"], r["alarms"], r["relay"]))
         lines.append("")
     lines.append("Energy %s kWh, charged %s, credited %s." % (kwh(tot["energy_wh"]), money(tot["charged"]), money(tot["credited"])))
     lines.append("Cuts %d, reconnections %d, alarms %d, top-ups %d." % (tot["cuts"], tot["reconnects"], tot["alarms"], tot["topups"]))
-    if tot["restore_p50_s"] is not None:
-        lines.append("Top-up to supply restored: median %d s, worst %d s (the utility's target: 900 s)." % (tot["restore_p50_s"], tot["restore_max_s"]))
+    if tot["restores"] or tot["unrestored_topups"]:
+        lines.append("Top-up to supply restored: %s (the utility's target: %s)." % (restore_figures(tot), duration(RESTORE_TARGET_S)))
     if rep.get("scenario") or tot["meters"] > 1:
         lines.append(
             "Remote cuts done %s, reconnections done %s (the utility reports 98 %% and 99 %%)."
@@ -747,11 +780,6 @@ def render(rep):
         )
         if tot["alarm_topups"]:
             lines.append("Alarm 1 to top-up: median %s, 90th percentile %s (%d top-ups)." % (duration(tot["alarm_topup_p50_s"]), duration(tot["alarm_topup_p90_s"]), tot["alarm_topups"]))
-        if tot["restores"]:
-            lines.append(
-                "Top-up to restore: p50 %s, p90 %s, p99 %s, worst %s (%d restores)."
-                % (duration(tot["restore_p50_s"]), duration(tot["restore_p90_s"]), duration(tot["restore_p99_s"]), duration(tot["restore_max_s"]), tot["restores"])
-            )
         if tot["power_cuts"]:
             lines.append("Power cuts survived: %d (each a PowerFail, a snapshot and a Boot from it)." % tot["power_cuts"])
     for op in rep.get("operator_actions", []):
@@ -764,11 +792,45 @@ def render(rep):
         )
         for s in th["suspects"][:10]:
             lines.append("  suspect %s score %3d %-6s %s" % (s["id"], s["score"], "THIEF" if s["thief"] else "", "; ".join(s["reasons"])))
+    silent = rep["silent_relay_failures"]
+    if silent:
+        by_id = dict((r["id"], r) for r in rep["meters"])
+        lines.append("SILENT RELAY FAILURES: %d meter%s end%s with the relay open although %s should supply:" % (
+            len(silent), "" if len(silent) == 1 else "s", "s" if len(silent) == 1 else "", "it" if len(silent) == 1 else "they"))
+        for mid in silent[:10]:
+            lines.append("  %s  %s, balance %s" % (mid, silent_detail(by_id[mid]), money(by_id[mid]["balance_end"])))
+        if len(silent) > 10:
+            lines.append("  ... and %d more (see --json or --report)" % (len(silent) - 10))
     ok = all(r["balance_end"] == r["balance_start"] + r["credited"] - r["charged"] for r in rep["meters"])
     lines.append("Ledger check (balance_end == balance_start + credited - charged): %s." % ("exact for every meter" if ok else "MISMATCH"))
     if tot["coil_violations"]:
         lines.append("RELAY COIL VIOLATIONS: %d" % tot["coil_violations"])
     return "\n".join(lines)
+
+
+RESTORE_TARGET_S = 900  # the utility's target from top-up to supply restored
+
+
+def restore_figures(tot):
+    """Top-up -> restore latency as one string: "median 5 s, p90 ..., worst 345.7 h over 432 restores",
+    and the top-ups after which the supply never came back."""
+    n = tot["restores"]
+    if n == 1:
+        text = "%s, 1 restore" % duration(tot["restore_max_s"])
+    elif n:
+        text = "median %s, p90 %s, p99 %s, worst %s over %d restores" % (
+            duration(tot["restore_p50_s"]), duration(tot["restore_p90_s"]), duration(tot["restore_p99_s"]), duration(tot["restore_max_s"]), n)
+    else:
+        text = "no restore"
+    if tot["unrestored_topups"]:
+        text += "; NEVER restored after %d top-up%s" % (tot["unrestored_topups"], "" if tot["unrestored_topups"] == 1 else "s")
+    return text
+
+
+def silent_detail(row):
+    """Why a silent relay failure's meter should supply, and its relay fault if one was planted."""
+    faults = (row.get("truth") or {}).get("relay_faults")
+    return "the core's relay state is %s (supply on)%s" % (row["relay_state"], ", relay fault %s" % "/".join(faults) if faults else "")
 
 
 def pct(per_mille):

@@ -54,17 +54,24 @@ class TLSListener:
 
     ``require_certificate`` makes clients present a certificate signed by
     ``cafile``; ``use_identity_as_username`` then takes the certificate's
-    CN as the MQTT username (for ACLs keyed on the meter id).
+    CN as the MQTT username (for ACLs keyed on the meter id);
+    ``use_username_as_clientid`` makes that name the client id too (no
+    client can take over another's session); ``crlfile`` refuses the
+    certificates a CRL revokes.
     """
 
-    __slots__ = ("cafile", "certfile", "keyfile", "require_certificate", "use_identity_as_username")
+    __slots__ = ("cafile", "certfile", "keyfile", "require_certificate", "use_identity_as_username",
+                 "use_username_as_clientid", "crlfile")
 
-    def __init__(self, cafile, certfile, keyfile, require_certificate=False, use_identity_as_username=False):
+    def __init__(self, cafile, certfile, keyfile, require_certificate=False, use_identity_as_username=False,
+                 use_username_as_clientid=False, crlfile=None):
         self.cafile = str(cafile)
         self.certfile = str(certfile)
         self.keyfile = str(keyfile)
         self.require_certificate = require_certificate
         self.use_identity_as_username = use_identity_as_username
+        self.use_username_as_clientid = use_username_as_clientid
+        self.crlfile = crlfile
 
 
 class Broker:
@@ -137,7 +144,10 @@ class Broker:
                 "keyfile %s" % self.tls.keyfile,
                 "require_certificate %s" % ("true" if self.tls.require_certificate else "false"),
                 "use_identity_as_username %s" % ("true" if self.tls.use_identity_as_username else "false"),
+                "use_username_as_clientid %s" % ("true" if self.tls.use_username_as_clientid else "false"),
             ]
+            if self.tls.crlfile is not None:
+                lines.append("crlfile %s" % self.tls.crlfile)
         lines += self.extra_lines
         return "\n".join(lines) + "\n"
 
@@ -232,11 +242,15 @@ SHIPPED_ACL = Path(__file__).resolve().parent.parent / "deploy" / "mosquitto" / 
 
 def shipped_tls(pki):
     """Broker options as in deploy/mosquitto/pmeter.conf: client certificates
-    required, the certificate's name as the user name, the shipped per-meter
-    ACL, no anonymous clients.  Use as ``Broker(dir, **shipped_tls(pki))``."""
+    required, the certificate's name as the user name and as the client id,
+    the shipped per-meter ACL (head-end identities ``headend`` and
+    ``headend-ops``), no anonymous clients.  Use as
+    ``Broker(dir, **shipped_tls(pki))``.  Two clients with one certificate
+    take each other's place, as on the real broker: give each head-end
+    process its own name."""
     return {
         "tls": TLSListener(pki.ca_cert, pki.server_cert, pki.server_key, require_certificate=True,
-                           use_identity_as_username=True),
+                           use_identity_as_username=True, use_username_as_clientid=True),
         "acl_file": SHIPPED_ACL,
         "allow_anonymous": False,
     }
@@ -360,3 +374,69 @@ def make_pki(folder, clients=(), days=2):
             issue(name, key, ca_name, ca_key).public_bytes(serialization.Encoding.PEM)
         )
     return pki
+
+
+DEPLOY_MOSQUITTO = SHIPPED_ACL.parent
+
+
+class ShippedBroker(Broker):
+    """Mosquitto running a shipped config file of deploy/mosquitto/ as it is,
+    with only its ``/etc/mosquitto/pmeter/<name>`` paths replaced by
+    ``files[name]`` (every name it uses must be given) and its
+    ``listener 8883`` moved to a free loopback port (``tls_port``).
+
+    ``files`` for pmeter.conf: ca.crt, ca.crl, broker.crt, broker.key, acl
+    (the shipped ACL unless given); pmeter-password.conf also needs passwd.
+    ``user``: the account Mosquitto drops to when started as root (default:
+    stay who we are; "mosquitto" as on Debian).
+    """
+
+    def __init__(self, workdir, files, conf_name="pmeter.conf", user=None):
+        super().__init__(workdir, tls=True)
+        self.files = dict({"acl": SHIPPED_ACL}, **files)
+        self.conf_name = conf_name
+        self.user = user or pwd.getpwuid(os.getuid()).pw_name
+
+    def config_text(self):
+        import re
+
+        text = (DEPLOY_MOSQUITTO / self.conf_name).read_text()
+        for name in sorted(set(re.findall(r"/etc/mosquitto/pmeter/([\w.-]+)", text))):
+            if name not in self.files:
+                raise BrokerError("%s uses /etc/mosquitto/pmeter/%s: pass it in files" % (self.conf_name, name))
+            text = text.replace("/etc/mosquitto/pmeter/" + name, str(self.files[name]))
+        text, n = re.subn(r"(?m)^listener 8883$", "listener %d %s" % (self.tls_port, self.host), text)
+        if n != 1:
+            raise BrokerError("%s must have one 'listener 8883' line" % self.conf_name)
+        head = "user %s\npersistence false\nlog_dest stderr\nlog_type all\nlog_timestamp true\n" % self.user
+        # A plain loopback listener refusing everyone (allow_anonymous false):
+        # only there so start() can see the broker is up.
+        return head + text + "\nlistener %d %s\n" % (self.port, self.host)
+
+
+def connects(broker, ca, certfile=None, keyfile=None):
+    """True if a TLS client with this certificate (or none) gets a successful
+    CONNACK from ``broker``'s TLS listener."""
+    import queue
+    import ssl
+
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    done = queue.Queue()
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="probe-%d" % time.monotonic_ns(), protocol=mqtt.MQTTv5)
+    c.tls_set(ca_certs=str(ca), certfile=certfile and str(certfile), keyfile=keyfile and str(keyfile),
+              cert_reqs=ssl.CERT_REQUIRED)
+    c.on_connect = lambda cl, u, f, rc, p: done.put(not rc.is_failure)
+    try:
+        c.connect(broker.host, broker.tls_port, keepalive=5)
+    except (ssl.SSLError, OSError):
+        return False
+    c.loop_start()
+    try:
+        return done.get(timeout=3)
+    except queue.Empty:
+        return False
+    finally:
+        c.disconnect()
+        c.loop_stop()

@@ -40,6 +40,7 @@ def rig(tmp_path_factory):
     broker.start()
     fleet = Fleet(MASTER)
     (tmp / "master.hex").write_text(MASTER.hex())
+    (tmp / "master.hex").chmod(0o600)
     yield tmp, pki, broker, fleet
     broker.stop()
 
@@ -61,9 +62,20 @@ def _config(rig, data, broker_port=None, offline=False, **extra):
         del cfg["link"]["key"]
     for k, v in extra.items():
         cfg.setdefault(k, {}).update(v)
+    # The keys go in their own file (agent.keys), mode 0600.
+    keys = {"tokens": cfg.pop("tokens")}
+    if "key" in cfg["link"]:
+        keys["link"] = {"key": cfg["link"].pop("key")}
+    cfg["agent"]["keys"] = _keys_file(data.parent / ("%s-keys.toml" % data.name), keys)
     path = data.parent / ("%s.toml" % data.name)
     path.write_text(_toml(cfg))
     return path
+
+
+def _keys_file(path, keys):
+    path.write_text(_toml(keys))
+    path.chmod(0o600)
+    return str(path)
 
 
 class Agent:
@@ -108,9 +120,9 @@ def _push(rig, amount, shadow):
     tmp, pki, broker, fleet = rig
     out = subprocess.run(
         [PY, "-m", "pmeter", "push", "--meter", MID, "--amount", amount, "--wait", "--json", "--timeout", "10",
-         "--broker", "%s:%d" % (broker.host, broker.tls_port), "--ca", str(pki.ca_cert),
+         "--broker", "mqtts://%s:%d" % (broker.host, broker.tls_port), "--ca", str(pki.ca_cert),
          "--cert", str(pki.client_cert("headend")), "--key", str(pki.client_key("headend")),
-         "--master-key-file", str(tmp / "master.hex"), "--shadow", str(shadow), "--ledger", str(tmp / "ledger.sqlite")],
+         "--master", str(tmp / "master.hex"), "--ledger", str(shadow)],
         cwd=str(ROOT), capture_output=True, text=True, timeout=30)
     assert out.returncode in (0, 1), out.stderr
     return json.loads(out.stdout)
@@ -201,12 +213,13 @@ def test_agent_broker_down_keeps_metering(rig):
 
 def test_agent_bad_config_exit_2_names_key(rig, tmp_path):
     bad = tmp_path / "bad.toml"
-    bad.write_text('[meter]\nid = "12345"\n[tokens]\nkey = "%s"\n[agent]\ndata_dir = "%s"\n' % ("00" * 32, tmp_path / "d"))
+    keys = _keys_file(tmp_path / "keys.toml", {"tokens": {"key": "00" * 32}})
+    bad.write_text('[meter]\nid = "12345"\n[agent]\nkeys = "%s"\ndata_dir = "%s"\n' % (keys, tmp_path / "d"))
     out = subprocess.run([PY, "-m", "pmeter", "agent", "--config", str(bad)], cwd=str(ROOT),
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 2 and "meter.id" in out.stderr
     assert not (tmp_path / "d").exists()  # nothing started
-    bad.write_text('[meter]\nid = "000000000077"\n[tokens]\nkey = "%s"\n[mqtt]\nhost = "x"\n' % ("00" * 32))
+    bad.write_text('[meter]\nid = "000000000077"\n[agent]\nkeys = "keys.toml"\n[mqtt]\nhost = "x"\n')
     out = subprocess.run([PY, "-m", "pmeter", "agent", "--config", str(bad)], cwd=str(ROOT),
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 2 and "link.key" in out.stderr

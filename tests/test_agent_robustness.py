@@ -139,8 +139,16 @@ def test_config_file_duplicate_json_keys_and_deep_nesting(tmp_path):
         assert "too deeply" in str(e.value)
 
 
+def _keys_file(tmp_path):
+    """A keys file next to the configs (the main config may not hold keys)."""
+    path = tmp_path / "agent.keys"
+    path.write_text('[tokens]\nkey = "%s"\n' % ("00" * 32))
+    os.chmod(str(path), 0o600)
+    return path.name
+
+
 @pytest.mark.parametrize("text", [
-    '{"meter": {"id": "%s", "id": "%s"}, "tokens": {"key": "%s"}}' % (MID, MID, "00" * 32),
+    '{"meter": {"id": "%s", "id": "%s"}}' % (MID, MID),
     '{"meter": ' + "[" * 50000 + "]" * 50000 + "}",
 ])
 def test_agent_refuses_such_config_files_with_exit_2(tmp_path, text):
@@ -196,7 +204,7 @@ def test_keypad_codes_older_than_the_window_are_already_used_and_never_lock(tmp_
 
 
 def _decode(capsys, digits, count, key):
-    code = hcli.main(["token", "decode", digits, "--meter", MID, "--count", str(count), "--key", key, "--json"])
+    code = hcli.main(["token", "decode", digits, "--meter", MID, "--count", str(count), "--meter-key", key, "--json"])
     return code, json.loads(capsys.readouterr().out)["result"]
 
 
@@ -240,7 +248,7 @@ def test_dlt645_control_is_off_by_default_and_needs_a_password():
 
 def test_agent_refuses_control_without_password_exit_2(tmp_path):
     path = tmp_path / "agent.toml"
-    path.write_text('[meter]\nid = "%s"\n[tokens]\nkey = "%s"\n[dlt645]\ncontrol = true\n' % (MID, "00" * 32))
+    path.write_text('[meter]\nid = "%s"\n[agent]\nkeys = "%s"\n[dlt645]\ncontrol = true\n' % (MID, _keys_file(tmp_path)))
     out = subprocess.run([PY, "-m", "pmeter", "agent", "--config", str(path), "--data", str(tmp_path / "d")],
                          cwd=str(ROOT), capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "dlt645.password" in out.stderr, out.stderr
@@ -279,9 +287,9 @@ def test_dlt645_wrong_password_lockout_survives_a_kill(tmp_path):
     data = tmp_path / "data"
     config = tmp_path / "agent.toml"
     config.write_text(
-        '[meter]\nid = "%s"\n[tokens]\nkey = "%s"\n[agent]\ndata_dir = "%s"\n'
+        '[meter]\nid = "%s"\n[agent]\nkeys = "%s"\ndata_dir = "%s"\n'
         '[dlt645]\ndevice = "tcp://127.0.0.1:%d"\ncontrol = true\npassword = "02123456"\npassword_tries = 2\n'
-        % (MID, "00" * 32, data, port))
+        % (MID, _keys_file(tmp_path), data, port))
     good, bad = bytes((2, 0x12, 0x34, 0x56)), bytes((2, 0, 0, 0))
     day = (int(time.time()) + 8 * 3600) // 86400
     procs = []

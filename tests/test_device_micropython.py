@@ -7,8 +7,8 @@ import subprocess
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def test_device_runs_on_micropython():
-    env = dict(os.environ, MICROPYPATH="%s:%s" % (ROOT, os.path.join(ROOT, "tests")))
+def test_device_runs_on_micropython(tmp_path):
+    env = dict(os.environ, MICROPYPATH="%s:%s" % (ROOT, os.path.join(ROOT, "tests")), PMETER_TEST_TMP=str(tmp_path))
     done = subprocess.run(
         [os.path.join(ROOT, ".venv/bin/micropython"), "-X", "heapsize=256K", "mpy_runner.py", "portable.store_device_check"],
         cwd=os.path.join(ROOT, "tests"), env=env, capture_output=True, text=True, timeout=60,

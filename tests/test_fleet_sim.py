@@ -268,3 +268,195 @@ def test_fleet_progress_bar_on_request(capsys):
     code, out, err = run_cli(capsys, "--meters", "3", "--days", "3", "--progress")
     assert code == 0
     assert "3/3 meters" in err and "100 %" in err
+
+
+# A scenario whose plots have something to show: operator actions, a broker
+# outage, every relay's closing coil breaking at some point (no repair, no
+# feedback contact), so some meters end in the dark with credit.
+FAULTY = SMALL.replace('name = "small"', 'name = "reports"').replace("meters = 4\n", "meters = 6\n").replace(
+    '[[operator]]\nat = "2026-01-10 09:00"', '[[operator]]\nlabel = "one to postpaid"\nat = "2026-01-10 09:00"') + """
+[[operator]]
+at = "2026-01-24 09:00"
+command = "guarantee_off"
+[customers]
+waits_for_cut = 1
+[faults]
+relay_open_set_per_mille = 1000
+power_cuts_per_year = 20
+broker_outages = [["2026-01-05 10:00", "2026-01-06 16:00"]]
+"""
+
+
+@pytest.fixture(scope="module")
+def faulty(tmp_path_factory):
+    """(report, daily) of the FAULTY scenario, run once for the report tests."""
+    path = tmp_path_factory.mktemp("faulty") / "faulty.toml"
+    path.write_text(FAULTY)
+    sc = scenario_mod.load(str(path), DEFAULT_CONFIG, TZ_S)
+    r = sc.data["run"]
+    rep = run(r["meters"], r["days"], r["seed"], "cpython", r["step_s"], r["start"], sc.config, r["feedback"], "auto", sc)
+    daily = rep.pop("daily")
+    return rep, daily
+
+
+def test_fleet_silent_relay_failure_is_surfaced_in_summary_json_and_report(faulty, tmp_path):
+    from sim import report
+    from sim.runner import render
+
+    rep, daily = faulty
+    # Ground truth: meters whose contact is open at the end while their core wants supply.
+    dark = [r["id"] for r in rep["meters"] if r["relay"] == "open" and r["relay_state"] == "connected"]
+    assert dark, "the scenario must produce a silent relay failure"
+    assert all(r["balance_end"] > 0 for r in rep["meters"] if r["id"] in dark)
+    assert rep["silent_relay_failures"] == dark
+    assert rep["totals"]["silent_relay_failures"] == len(dark)
+    text = render(rep)
+    assert "SILENT RELAY FAILURES: %d" % len(dark) in text
+    for mid in dark:
+        assert mid in text.split("SILENT RELAY FAILURES")[1]
+    # The top-ups those customers bought never brought the supply back: said, not dropped.
+    assert rep["totals"]["unrestored_topups"] >= len(dark)
+    assert "NEVER restored after %d top-up" % rep["totals"]["unrestored_topups"] in text
+    report.write(str(tmp_path), rep, daily)
+    page = (tmp_path / "report.html").read_text()
+    assert "Silent relay failures" in page and all(mid in page for mid in dark)
+    import csv
+
+    with open(tmp_path / "meters.csv") as f:
+        flagged = [row["id"] for row in csv.DictReader(f) if row["silent_relay_failure"] == "1"]
+    assert flagged == dark
+
+
+def test_fleet_report_plots_are_dated_marked_and_start_at_zero(faulty):
+    pytest.importorskip("matplotlib")
+    import datetime
+
+    import matplotlib
+    import matplotlib.dates as mdates
+    import matplotlib.pyplot as plt
+
+    matplotlib.use("Agg")
+    from sim import report
+
+    rep, daily = faulty
+    figs = report.figures(rep, daily)
+    try:
+        cons = figs["consumption.png"]
+        energy_ax = cons.axes[0]
+        assert energy_ax.get_ylabel() == "fleet energy, kWh/day"
+        assert energy_ax.get_ylim()[0] == 0
+        cuts_ax = [a for a in cons.axes if a.get_ylabel() == "meters cut that day"][0]
+        assert cuts_ax.get_ylim()[0] == 0
+        for name in ("consumption.png", "balances.png", "relay_timeline.png"):
+            fig = figs[name]
+            ax = fig.axes[0]
+            # Dates over exactly the run, not day numbers.
+            lo, hi = (mdates.num2date(x).replace(tzinfo=None) for x in ax.get_xlim())
+            assert (lo, hi) == (datetime.datetime(2026, 1, 1), datetime.datetime(2026, 2, 10)), name
+            fig.canvas.draw()
+            ticks = [t.get_text() for a in fig.axes for t in a.get_xticklabels() if t.get_text()]
+            assert "Jan" in ticks and "Feb" in ticks, (name, ticks)
+            # Each operator action a line at its time, named in the legend; the outage shaded.
+            xs = set(line.get_xdata()[0] for line in ax.get_lines() if len(line.get_xdata()) == 2 and line.get_xdata()[0] == line.get_xdata()[1])
+            for op in rep["operator_actions"]:
+                assert datetime.datetime.strptime(op["at"], "%Y-%m-%d %H:%M") in xs, (name, op["at"], xs)
+            legend = [t.get_text() for a in fig.axes if a.get_legend() for t in a.get_legend().get_texts()]
+            assert any("one to postpaid (2026-01-10 09:00)" in t for t in legend), legend
+            assert "broker outage" in legend
+    finally:
+        for fig in figs.values():
+            plt.close(fig)
+
+
+def test_fleet_relay_timeline_shows_telling_meters_by_id_with_a_legend(faulty):
+    pytest.importorskip("matplotlib")
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    matplotlib.use("Agg")
+    from sim import report
+
+    rep, daily = faulty
+    rows, left_out = report.timeline_meters(rep, daily)
+    ids = [mid for mid, _ in rows]
+    silent = rep["silent_relay_failures"]
+    # Silent failures first, then the other meters with a relay fault.
+    assert ids[:len(silent)] == sorted(silent, key=ids.index) and set(ids[:len(silent)]) == set(silent)
+    faulty_ids = [r["id"] for r in rep["meters"] if any(f[1] == "relay fault" for f in r["faults"])]
+    assert set(faulty_ids) <= set(ids)
+    assert all("relay open_set" in why for mid, why in rows if mid in faulty_ids)
+    fig = report.figures(rep, daily)["relay_timeline.png"]
+    try:
+        ax = fig.axes[0]
+        labels = [t.get_text() for t in ax.get_yticklabels()]
+        assert [label.split()[0] for label in labels] == ids
+        assert labels[0].startswith(silent[0] if silent[0] == ids[0] else ids[0]) and "silent relay failure" in labels[0]
+        legend = [t.get_text() for t in ax.get_legend().get_texts()]
+        for want in ("cut all day", "dark, no cut reported", "power cut", "relay fault"):
+            assert want in legend
+    finally:
+        plt.close(fig)
+
+
+def test_fleet_relay_timeline_picks_the_telling_meters_not_the_first_by_index():
+    from sim import report
+
+    # 300 meters, none cut, except a few far down the index.
+    rows = [{"id": "%012d" % (100000000001 + i), "faults": [], "relay": "closed", "relay_state": "connected"} for i in range(300)]
+    daily = dict((r["id"], [[d, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0] for d in range(10)]) for r in rows)
+    rows[250]["faults"] = [[0, "relay fault", "welded"]]
+    daily[rows[200]["id"]][3][3] = 3600
+    daily[rows[299]["id"]][4][3] = 7200
+    rep = {"meters": rows, "silent_relay_failures": [rows[120]["id"]]}
+    picked, left_out = report.timeline_meters(rep, daily)
+    assert [mid for mid, _ in picked] == [rows[120]["id"], rows[250]["id"], rows[299]["id"], rows[200]["id"]]
+    assert left_out == 0
+    assert picked[2][1] == "cut 2.0 h" and picked[3][1] == "cut 60 min"
+    many = dict((mid, [[0, 0, 0, 600 + k, 0, 0, 0, 0, 0, 0, 0]]) for k, mid in enumerate(daily))
+    picked, left_out = report.timeline_meters({"meters": rows, "silent_relay_failures": []}, many)
+    assert len(picked) == report.TIMELINE_LIMIT and left_out == 300 - report.TIMELINE_LIMIT
+    assert picked[0][0] == rows[250]["id"]  # the relay fault before the longest cut
+
+
+def test_fleet_latency_histogram_shows_the_whole_distribution(faulty):
+    pytest.importorskip("matplotlib")
+    import copy
+
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    matplotlib.use("Agg")
+    from sim import report
+
+    rep, daily = faulty
+    rep = copy.deepcopy(rep)
+    # The village's worst case: a top-up that restored the supply 345.7 h later.
+    rep["meters"][0]["restore_delays_s"].append(1244377)
+    delays = sorted(d for r in rep["meters"] for d in r["restore_delays_s"])
+    rep["totals"]["restore_max_s"] = delays[-1]
+    fig = report.figures(rep, daily)["latencies.png"]
+    try:
+        ax = fig.axes[1]
+        assert ax.get_xscale() == "log"
+        assert ax.get_xlim()[0] <= 1 and ax.get_xlim()[1] > 1244377  # nothing capped, nothing off the axis
+        heights = [p.get_height() for p in ax.patches]
+        assert sum(heights) == len(delays)  # every restore is in a bar, the 0 s ones too
+        assert heights[-1] == 1 or heights[-2] == 1  # the worst case has its bar
+        texts = [t.get_text() for t in ax.texts]
+        assert "worst 345.7 h" in texts and "target 15 min" in texts
+        assert "capped" not in ax.get_xlabel()
+    finally:
+        plt.close(fig)
+
+
+def test_fleet_summary_gives_one_restore_figure_in_one_unit(faulty):
+    import copy
+
+    from sim.runner import render
+
+    rep = copy.deepcopy(faulty[0])
+    rep["totals"].update(restore_max_s=1244377, restore_p99_s=1244377)
+    text = render(rep)
+    lines = [line for line in text.splitlines() if "restore" in line.lower() and "worst" in line]
+    assert len(lines) == 1, lines
+    assert "worst 345.7 h" in lines[0] and "1244377" not in text and "1,244,377" not in text

@@ -28,8 +28,7 @@ def master(tmp_path):
 
 def device(master_path, meter=METER, divider=1):
     prov = keys.provision(keys.load_master(master_path), meter, 0, divider)
-    prov.pop("link_key")
-    return TokenGuard.from_config(meter, config.validate(prov, SCHEMA))
+    return TokenGuard.from_config(meter, config.validate(prov["tokens"], SCHEMA))
 
 
 def test_parse_amount():
@@ -132,22 +131,21 @@ def test_sequences_never_reused_across_restarts_and_writers(tmp_path, master):
     assert len(Ledger(path).tokens(METER)) == 39
 
 
-def test_batch_reports_each_meter(tmp_path, master):
-    m = keys.load_master(master)
-    led = Ledger(":memory:")
-    text = "meter_id,name\n000000000001,a\n\n000000000002,b\nbad,c\n000000000001,d\n,e\n"
-    rows = batch.run(led, m, text, "set_mode", {"mode": "prepaid"}, T0)
-    assert [(r["meter_id"], r["status"]) for r in rows] == [
-        ("000000000001", "issued"),
-        ("000000000002", "issued"),
-        ("bad", "rejected"),
-        ("000000000001", "rejected"),
-        ("", "rejected"),
-    ]
-    g = device(master, "000000000002")
-    code, t = g.check(binascii.unhexlify(rows[1]["token"]), T0)
-    assert code == results.ACCEPTED and t.command == "set_mode" and t.args == {"mode": "prepaid"}
+def test_batch_checks_every_row_and_the_command_before_anything_is_issued():
+    text = "meter_id,name\n000000000001,a\n\n000000000002,b\n"
+    assert batch.plan(text) == [(2, "000000000001"), (4, "000000000002")]
     assert batch.read_meter_ids("000000000001\n000000000002\n") == [(1, "000000000001"), (2, "000000000002")]
+    for bad, why in (("meter_id\n000000000001\nbad\n", "line 3"), ("000000000001\n000000000001\n", "already on line 1"),
+                     ("meter_id\n", "no meter ids")):
+        with pytest.raises(ValueError, match=why):
+            batch.plan(bad)
+    # The core's own rules: what the meter would answer bad_argument is refused here.
+    assert batch.check_command("set_mode", {"mode": "postpaid"}) is None
+    assert batch.check_command("force_on", {"seconds": 60}) is None
+    assert batch.check_command("set_limits", {"alarm1": 5}) is None
+    for name, args in (("set_mode", {}), ("set_mode", {"mode": "free"}), ("force_on", {"seconds": -5}),
+                       ("set_limits", {"alarm1": 5, "alarm2": 6}), ("set_credit", {}), ("explode", {})):
+        assert batch.check_command(name, args) is not None, (name, args)
 
 
 def run_cli(capsys, *argv):
@@ -163,7 +161,8 @@ def test_cli_end_to_end(tmp_path, capsys):
     assert run_cli(capsys, "keys", "init", *common)[0] == 0
     code, out, _ = run_cli(capsys, "keys", "derive", "--meter", METER, "--json", *common)
     prov = json.loads(out)
-    assert code == 0 and len(prov["key"]) == 64 and prov["revision"] == 0
+    assert code == 0 and len(prov["tokens"]["key"]) == 64 and prov["tokens"]["revision"] == 0
+    assert len(prov["link"]["key"]) == 64
     code, out, _ = run_cli(capsys, "vend", "--meter", METER, "--amount", "50.00", "--json", "--ledger", lg, *common)
     v = json.loads(out)
     assert code == 0 and v["amount"] == 500000 and v["seq"] == 1
@@ -182,14 +181,15 @@ def test_cli_end_to_end(tmp_path, capsys):
     code, out, _ = run_cli(capsys, "token", "decode", k["digits"], "--meter", METER, "--json", *common)
     assert json.loads(out)["amount"] == 50000
     code, out, _ = run_cli(capsys, "token", "decode", k["digits"], "--meter", METER, "--json",
-                           "--key", prov["keypad_key"])
+                           "--meter-key", prov["tokens"]["keypad_key"])
     assert json.loads(out)["result"] == "accepted"
     csv_path = tmp_path / "meters.csv"
     csv_path.write_text("meter_id\n000000000001\n000000000003\nnope\n")
-    code, out, _ = run_cli(capsys, "batch", "--csv", str(csv_path), "--command", "set_mode", "--arg", "mode=prepaid",
-                           "--ledger", lg, "--out", str(tmp_path / "r.csv"), *common)
-    assert code == 1 and "2 issued, 1 rejected" in out
-    assert "nope" in (tmp_path / "r.csv").read_text()
+    before = Ledger(lg).tokens()
+    code, out, err = run_cli(capsys, "batch", "--csv", str(csv_path), "--command", "set_mode", "--arg", "mode=prepaid",
+                             "--ledger", lg, "--out", str(tmp_path / "r.csv"), *common)
+    assert code == 2 and "--csv" in err and "line 4" in err
+    assert Ledger(lg).tokens() == before and not (tmp_path / "r.csv").exists()  # nothing issued, nothing written
 
 
 @pytest.mark.parametrize(
@@ -205,8 +205,8 @@ def test_cli_end_to_end(tmp_path, capsys):
         (["vend", "--meter", METER, "--amount", "996", "--keypad"], "--amount"),
         (["keys", "derive", "--meter", METER, "--revision", "-1"], "--revision"),
         (["token", "decode", "zz", "--meter", METER], "token"),
-        (["token", "decode", "123456789", "--meter", METER, "--key", "00"], "--key"),
-        (["batch", "--csv", "/nonexistent.csv", "--command", "set_mode"], "--csv"),
+        (["token", "decode", "123456789", "--meter", METER, "--meter-key", "00"], "--meter-key"),
+        (["batch", "--csv", "/nonexistent.csv", "--command", "set_mode", "--arg", "mode=prepaid"], "--csv"),
         (["batch", "--csv", "x.csv", "--command", "explode"], "--command"),
         (["batch", "--csv", "x.csv", "--command", "set_mode", "--arg", "novalue"], "--arg"),
     ],
@@ -234,7 +234,7 @@ def test_cli_vends_restricted_keypad_tokens_the_reference_decodes(tmp_path, caps
     mk = str(tmp_path / "m.key")
     lg = str(tmp_path / "l.db")
     assert run_cli(capsys, "keys", "init", "--master", mk)[0] == 0
-    prov = json.loads(run_cli(capsys, "keys", "derive", "--meter", METER, "--json", "--master", mk)[1])
+    prov = json.loads(run_cli(capsys, "keys", "derive", "--meter", METER, "--json", "--master", mk)[1])["tokens"]
     for extended, length in ((False, 15), (True, 20)):
         argv = ["vend", "--meter", METER, "--amount", "7.00", "--keypad", "--restricted", "--json", "--ledger", lg, "--master", mk]
         code, out, _ = run_cli(capsys, *(argv + (["--extended"] if extended else [])))
@@ -249,3 +249,51 @@ def test_cli_vends_restricted_keypad_tokens_the_reference_decodes(tmp_path, caps
         assert code == 0 and json.loads(out)["result"] == "accepted"
     code, _, err = run_cli(capsys, "vend", "--meter", METER, "--amount", "7.00", "--restricted", "--ledger", lg, "--master", mk)
     assert code == 2 and "--restricted" in err
+
+
+def test_keys_derive_prints_tables_that_paste_into_the_agent_config(tmp_path, capsys):
+    """What `pmeter keys derive` prints, pasted as is, is a valid agent config
+    section by section (no unknown key), and holds the keys the head-end uses."""
+    from agent import settings
+    from headend.link import Fleet
+
+    mk = str(tmp_path / "m.key")
+    keys.init_master(mk)
+    code, out, _ = run_cli(capsys, "keys", "derive", "--meter", METER, "--master", mk)
+    assert code == 0
+    text = '[meter]\nid = "%s"\n\n%s\n[mqtt]\nhost = "127.0.0.1"\nca = "ca.pem"\n' % (METER, out)
+    cfg = settings.validate(settings.parse(text))
+    fleet = Fleet(keys.load_master(mk))
+    assert cfg["tokens"]["key"] == fleet.meter_key(METER).hex()
+    assert cfg["link"]["key"] == fleet.link_key(METER).hex()
+    assert cfg["tokens"]["keypad_key"] == keys.keypad_key(keys.load_master(mk), METER).hex()
+
+
+def test_options_come_from_flag_then_environment_then_config_file_then_default(tmp_path, monkeypatch):
+    import argparse
+
+    from headend import options
+
+    for k in list(os.environ):
+        if k.startswith("PMETER_"):
+            monkeypatch.delenv(k)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc" / "headend.toml").write_text(
+        '[broker]\nurl = "mqtt://broker.example:1884"\n[keys]\nmaster = "master.key"\n[ledger]\npath = "l.db"\n')
+
+    def settings(*argv):
+        p = argparse.ArgumentParser()
+        options.add(p, ["master", "ledger"] + list(options.BROKER))
+        return options.Settings(p.parse_args(list(argv)))
+
+    st = settings("--config", "etc/headend.toml")
+    # Paths in the file are relative to the file.
+    assert st.get("master") == str(tmp_path / "etc" / "master.key") and st.get("ledger") == str(tmp_path / "etc" / "l.db")
+    assert st.broker()[:3] == ("broker.example", 1884, None) and st.get("client_id") is None
+    monkeypatch.setenv("PMETER_LEDGER", "env.db")
+    assert settings("--config", "etc/headend.toml").get("ledger") == "env.db"
+    assert settings("--config", "etc/headend.toml", "--ledger", "flag.db").get("ledger") == "flag.db"
+    assert settings().get("master") == "pmeter-master.key"  # no file here: the default
+    monkeypatch.setenv("PMETER_HEADEND_CONFIG", "etc/headend.toml")
+    assert settings().get("broker") == "mqtt://broker.example:1884"

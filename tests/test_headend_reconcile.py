@@ -7,6 +7,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from agent.tokens import TokenGuard
 from headend import keys, vend
 from headend.ledger import Ledger
@@ -21,10 +23,16 @@ T0 = 1_700_000_000
 class Feed:
     """Builds opened meter messages as headend.link.Fleet.open returns them."""
 
-    def __init__(self, shadow):
+    def __init__(self, shadow, epoch=7, birth=True):
         self.shadow = shadow
         self.q = 0
         self.rseq = 0
+        self.epoch = epoch
+        if birth:
+            self.birth(T0 - 1)
+
+    def birth(self, t, n=0):
+        self.shadow.record(MID, "birth", {"t": t, "b": {"epoch": self.epoch, "last_q": self.q, "n": n}}, t)
 
     def _send(self, leaf, body, t, q=None):
         if q is None:
@@ -199,3 +207,65 @@ def test_restore_plan_from_the_last_good_state(tmp_path):
     assert plan["good_balance"] == 399000 and plan["since_loss"] == -2000 and plan["amount"] == 397000
     f.event("state_lost", "cleared", {}, T0 + 200)
     assert shadow.reconcile(MID)["lost_since"] is None
+
+
+def test_events_seen_before_the_meters_birth_are_not_filed_under_a_false_epoch(tmp_path):
+    """A head-end that subscribes while a meter is connected sees its retained
+    state and new events before any birth: no baseline until the epoch is
+    known, and an entry re-sent after the birth is the same entry."""
+    shadow = Shadow(tmp_path / "s.db")
+    f = Feed(shadow, birth=False)
+    f.state(10000, T0, chg=0)  # retained, before any birth
+    s1, _ = vend.topup(shadow.ledger, MASTER, MID, 50000, T0)
+    q1 = f.topup("mqtt:%d" % s1, 50000, T0 + 1, 60000)
+    assert shadow.reconcile(MID)["problems"] == []
+    # The meter reconnects: birth, then the entry it had not seen PUBACKed again.
+    f.birth(T0 + 2)
+    f.rseq -= 1
+    f.q = q1 - 1
+    f.topup("mqtt:%d" % s1, 50000, T0 + 1, 60000)
+    f.state(60000, T0 + 3, chg=0)
+    s2, _ = vend.topup(shadow.ledger, MASTER, MID, 50000, T0 + 4)
+    f.topup("mqtt:%d" % s2, 50000, T0 + 5, 110000)
+    f.state(105000, T0 + 6, chg=5000)
+    rec = shadow.reconcile(MID)
+    assert rec["problems"] == [] and rec["applied"] == 100000, rec
+    assert shadow.applied(MID)["mqtt:%d" % s1]["records"] == [(7, 1)]
+    # The balance check works from there: credit from nowhere is still found.
+    f.state(999999, T0 + 7, chg=5000)
+    assert codes(shadow.reconcile(MID)) == ["balance_mismatch"]
+
+
+def test_refusals_stick_against_already_used_and_are_revended_once(tmp_path):
+    shadow = Shadow(tmp_path / "s.db")
+    f = Feed(shadow)
+    led = shadow.ledger
+    s1, _ = vend.topup(led, MASTER, MID, 200000, T0)
+    f.ack("mqtt:%d" % s1, "over_hoarding_limit", 550000, T0 + 1)
+    f.ack("mqtt:%d" % s1, "already_used", 550000, T0 + 2)  # the same token sent again
+    assert led.token(MID, "mqtt", s1)["result"] == "over_hoarding_limit"
+    assert codes(shadow.reconcile(MID)) == ["refused"]
+    with pytest.raises(ValueError, match="no token"):
+        vend.revend(led, MASTER, MID, "mqtt:99", T0 + 3)
+    s2, tok = vend.revend(led, MASTER, MID, "mqtt:%d" % s1, T0 + 3)
+    assert s2 == s1 + 1 and led.token(MID, "mqtt", s2)["amount"] == 200000
+    assert TokenGuard(MID, keys.meter_key(MASTER, MID, 0)).check(tok, T0 + 4)[1].amount == 200000
+    with pytest.raises(ValueError, match="already re-vended as mqtt:%d" % s2):
+        vend.revend(led, MASTER, MID, "mqtt:%d" % s1, T0 + 3)
+    rec = shadow.reconcile(MID)
+    assert rec["problems"] == [] and rec["issued"] == 200000 and rec["pending"] == ["mqtt:%d" % s2]
+    with pytest.raises(ValueError, match="only a top-up the meter refused"):  # not answered yet
+        vend.revend(led, MASTER, MID, "mqtt:%d" % s2, T0 + 5)
+
+
+def test_a_new_ledger_learns_each_meters_floor_from_its_births(tmp_path):
+    shadow = Shadow(tmp_path / "s.db")
+    f = Feed(shadow)
+    s1, _ = vend.topup(shadow.ledger, MASTER, MID, 100, T0)
+    f.ack("mqtt:%d" % s1, "already_used", 0, T0 + 1)
+    assert codes(shadow.reconcile(MID)) == ["sequence_reused"]
+    f.birth(T0 + 2, n=40)
+    assert codes(shadow.reconcile(MID)) == ["ledger_behind", "sequence_reused"]
+    assert vend.topup(shadow.ledger, MASTER, MID, 100, T0 + 3)[0] == 41
+    f.birth(T0 + 4, n=12)  # an older birth never lowers the floor
+    assert vend.topup(shadow.ledger, MASTER, MID, 100, T0 + 5)[0] == 42

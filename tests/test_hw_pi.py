@@ -571,3 +571,109 @@ def test_the_core_meters_pulses_and_drives_the_relay_through_the_pins(gpio, cloc
         pump(b, meter.handle, other.append)
     feed(b, meter.handle(Tick(b.wall(), b.mono())), other.append)
     assert meter.energy_wh == 250
+
+
+# ---------------------------------------------------------------- RS-485 direction (hw.rs485_de_pin)
+
+EXAMPLE_CONFIG = os.path.join(os.path.dirname(FAKES), "..", "hw", "systemd", "config.example.toml")
+
+
+class SpyPort:
+    """A real pyserial port that notes, in the shared trace, each write, flush and read."""
+
+    def __init__(self, port, trace, seq):
+        self._port = port
+        self._trace = trace
+        self._seq = seq
+
+    def write(self, data):
+        self._trace.append((self._seq(), "write", bytes(data)))
+        return self._port.write(data)
+
+    def flush(self):
+        self._port.flush()
+        self._trace.append((self._seq(), "flushed", None))  # tcdrain returned: the frame is out
+
+    def read(self, size=1):
+        data = self._port.read(size)
+        if data:
+            self._trace.append((self._seq(), "read", data))
+        return data
+
+    def __getattr__(self, name):
+        return getattr(self._port, name)
+
+
+def test_rs485_de_is_high_exactly_while_the_agent_sends_a_dlt645_reply(gpio, tmp_path, monkeypatch):
+    """The shipped Pi config's DE pin, driven by the real agent around each reply on a real pty."""
+    import itertools
+    import tomllib
+
+    import serial
+
+    from agent import settings
+    from dlt645_wires import PtyPair
+    from hw.serial_link import SerialMaster
+    from pmeter.agent_cli import AgentRuntime
+
+    with open(EXAMPLE_CONFIG, "rb") as f:
+        raw = tomllib.load(f)
+    de = raw["hw"]["rs485_de_pin"]
+    # The example names a keys file beside it; a config passed as a dict carries its keys.
+    del raw["agent"]["keys"]
+    raw["tokens"] = {"key": "00" * 32}
+    pair = PtyPair()
+    raw["dlt645"] = {"device": pair.a, "parity": "N"}  # even parity fails on Linux ptys
+    counter = itertools.count()
+    seq = counter.__next__
+    gpio._clock = seq  # one sequence orders the pin writes and the port operations
+    trace = []
+    real_for_url = serial.serial_for_url
+
+    def for_url(url, *args, **kwargs):
+        port = real_for_url(url, *args, **kwargs)
+        return SpyPort(port, trace, seq) if url == pair.a else port
+
+    monkeypatch.setattr(serial, "serial_for_url", for_url)
+    rt = AgentRuntime(settings.load(raw), "pi", str(tmp_path), backend_options={"gpio": gpio})
+    try:
+        rt.boot()
+        assert rt.slave.opened.wait(5)
+        with SerialMaster(pair.b, parity="N", timeout=2) as m:
+            address = m.read_address()
+            assert address == raw["meter"]["id"]
+            for _ in range(3):
+                assert m.read_energy_wh(address) == 0
+    finally:
+        rt.shutdown()
+        pair.close()
+    de_writes = [(t, "de", level) for t, ch, level in gpio._writes if ch == de]
+    assert de_writes[0][2] == 0  # set up as an output that starts low: listening
+    merged = [kind if kind != "de" else ("de_high" if x else "de_low") for _t, kind, x in sorted(de_writes[1:] + trace)]
+    # Requests are read while the transceiver listens; each reply is written and
+    # drained with DE high, and DE drops as soon as the frame is out.
+    replies = merged.count("write")
+    assert replies == 4, merged
+    sends = [m for m in merged if m != "read"]
+    assert sends == ["de_high", "write", "flushed", "de_low"] * replies, merged
+    level = 0
+    for step in merged:
+        level = {"de_high": 1, "de_low": 0}.get(step, level)
+        if step == "read":
+            assert level == 0, merged
+
+
+def test_rs485_de_pin_is_validated_with_the_other_pins(gpio, clock):
+    with pytest.raises(ConfigError) as e:
+        hw_cfg(rs485_de_pin=PINS["led_pin"])
+    assert "pin %d is used twice (by led_pin and rs485_de_pin)" % PINS["led_pin"] in str(e.value)
+    with pytest.raises(ConfigError) as e:
+        make(gpio, clock, rs485_de_pin=1)
+    assert "hw.rs485_de_pin" in str(e.value)
+    gpio._reset()
+    b = make(gpio, clock, rs485_de_pin=18)
+    b.rs485_transmit(True)
+    assert gpio.input(18) == 1
+    b.rs485_transmit(False)
+    assert gpio.input(18) == 0
+    b.close()

@@ -68,9 +68,18 @@ def test_kill_real_process_from_the_command_line(tmp_path):
     write_requests(d, 50)
     env = dict(os.environ, PYTHONPATH=ROOT)
     rng = random.Random(5)
+    acks = os.path.join(d, "acks.log")
     for i in range(6):
+        before = os.path.getsize(acks) if os.path.exists(acks) else 0
         p = subprocess.Popen([sys.executable, "-m", "sim.soak", "--store", d, "--seed", str(i)], cwd=ROOT, env=env)
-        time.sleep(0.25 + rng.uniform(0, 0.1))
+        # Kill once this process is at work (its first ack is out), not after
+        # a fixed delay: interpreter start-up on a loaded machine can take
+        # longer than any fixed delay, and then no kill lands mid-work.
+        deadline = time.monotonic() + 60
+        while (not os.path.exists(acks) or os.path.getsize(acks) == before) and time.monotonic() < deadline:
+            assert p.poll() is None, "the soak process exited by itself"
+            time.sleep(0.005)
+        time.sleep(rng.uniform(0, 0.1))
         p.send_signal(signal.SIGKILL)
         assert p.wait() == -signal.SIGKILL
         soak.verify(d)

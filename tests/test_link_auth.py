@@ -45,8 +45,8 @@ class ShippedPasswordBroker(Broker):
         text = text.replace("/etc/mosquitto/pmeter/passwd", str(self.passwd))
         text = text.replace("/etc/mosquitto/pmeter/acl", str(ROOT / "deploy/mosquitto/acl"))
         text = text.replace("/etc/mosquitto/pmeter/ca.crt", str(self.pki.ca_cert))
-        text = text.replace("/etc/mosquitto/pmeter/server.crt", str(self.pki.server_cert))
-        text = text.replace("/etc/mosquitto/pmeter/server.key", str(self.pki.server_key))
+        text = text.replace("/etc/mosquitto/pmeter/broker.crt", str(self.pki.server_cert))
+        text = text.replace("/etc/mosquitto/pmeter/broker.key", str(self.pki.server_key))
         assert "listener 8883\n" in text
         text = text.replace("listener 8883\n", "listener %d %s\n" % (self.tls_port, self.host))
         import pwd

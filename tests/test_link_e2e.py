@@ -86,7 +86,7 @@ class AgentThread:
 
 @pytest.fixture
 def rig(tmp_path, mosquitto_factory):
-    pki = make_pki(tmp_path / "pki", clients=[MID, "headend"])
+    pki = make_pki(tmp_path / "pki", clients=[MID, "headend", "headend-ops"])  # one identity per head-end process
     (tmp_path / "broker-db").mkdir()
     broker = mosquitto_factory(
         **shipped_tls(pki),
@@ -242,16 +242,17 @@ def test_link_e2e_cli_push_and_status(rig, capsys):
     broker, pki, fleet, shadow, head, agent, tmp_path = rig
     key_file = tmp_path / "master.hex"
     key_file.write_text(MASTER.hex())
-    db = str(tmp_path / "cli-shadow.db")
-    conn = ["--broker", "%s:%d" % (broker.host, broker.tls_port), "--ca", str(pki.ca_cert),
-            "--cert", str(pki.client_cert("headend")), "--key", str(pki.client_key("headend")),
-            "--master-key-file", str(key_file), "--shadow", db, "--ledger", str(tmp_path / "cli-ledger.db")]
+    key_file.chmod(0o600)
+    db = str(tmp_path / "cli-ledger.db")
+    conn = ["--broker", "mqtts://%s:%d" % (broker.host, broker.tls_port), "--ca", str(pki.ca_cert),
+            "--cert", str(pki.client_cert("headend-ops")), "--key", str(pki.client_key("headend-ops")),
+            "--master", str(key_file), "--ledger", db]
     assert _cli(["push", "--meter", MID, "--amount", "50.00", "--wait", "--json"] + conn) == 0
     out = __import__("json").loads(capsys.readouterr().out)
     assert out["code"] == "accepted" and out["balance"] == 500000 and out["latency_ms"] > 0
     assert _cli(["push", "--meter", MID, "--amount", "-5", "--wait"] + conn) == 2
     assert "--amount" in capsys.readouterr().err
     assert agent.linked.meter.balance == 500000  # the refused push changed nothing
-    assert _cli(["status", "--meter", MID, "--json", "--shadow", db, "--ledger", str(tmp_path / "cli-ledger.db")]) == 0
+    assert _cli(["status", "--meter", MID, "--json", "--ledger", db]) == 0
     rows = __import__("json").loads(capsys.readouterr().out)
     assert rows[0]["meter"] == MID and rows[0]["reconcile"]["issued"] == 500000

@@ -121,7 +121,7 @@ def _cli(argv):
 
 
 def test_link_restore_lost_store_from_shadow(tmp_path, mosquitto_factory, capsys, set_credit_known):
-    pki = make_pki(tmp_path / "pki", clients=[MID, "headend"])
+    pki = make_pki(tmp_path / "pki", clients=[MID, "headend", "headend-ops"])  # one identity per head-end process
     broker = mosquitto_factory(
         **shipped_tls(pki))
     fleet = Fleet(MASTER)
@@ -150,11 +150,11 @@ def test_link_restore_lost_store_from_shadow(tmp_path, mosquitto_factory, capsys
         assert agent.wait(lambda: shadow.meters(MID)[0]["lost_since"] is not None), (shadow.db.execute("select q,kind,reason,body from events").fetchall(), agent.session.outbox.pending(), [r.kind for r in agent.boot_hw])
         assert "state_lost" in [p["code"] for p in shadow.reconcile(MID)["problems"]]
 
-        conn = ["--broker", "%s:%d" % (broker.host, broker.tls_port), "--ca", str(pki.ca_cert),
-                "--cert", str(pki.client_cert("headend")), "--key", str(pki.client_key("headend")),
-                "--master-key-file", str(tmp_path / "master.hex"), "--shadow", str(db), "--ledger", str(db),
-                "--client-id", "headend-restore"]
+        conn = ["--broker", "mqtts://%s:%d" % (broker.host, broker.tls_port), "--ca", str(pki.ca_cert),
+                "--cert", str(pki.client_cert("headend-ops")), "--key", str(pki.client_key("headend-ops")),
+                "--master", str(tmp_path / "master.hex"), "--ledger", str(db), "--client-id", "headend-restore"]
         (tmp_path / "master.hex").write_text(MASTER.hex())
+        (tmp_path / "master.hex").chmod(0o600)
         # Without --yes: the plan, nothing sent.
         assert _cli(["restore", "--meter", MID, "--json"] + conn) == 0
         plan = json.loads(capsys.readouterr().out)

@@ -88,10 +88,13 @@ def mpy_tree(tmp_path_factory):
     return tree
 
 
-def run_micropython(args, path, timeout=60):
-    """Run the MicroPython unix port with MICROPYPATH set to ``path``."""
+def run_micropython(args, path, timeout=60, scratch=None):
+    """Run the MicroPython unix port with MICROPYPATH set to ``path``
+    (and the portable checks' scratch parent to ``scratch``)."""
     env = dict(os.environ)
     env["MICROPYPATH"] = ":".join(str(p) for p in path)
+    if scratch is not None:
+        env["PMETER_TEST_TMP"] = str(scratch)
     return subprocess.run(
         [_tool(MICROPYTHON), "-X", HEAP] + args,
         cwd=ROOT,
@@ -102,9 +105,9 @@ def run_micropython(args, path, timeout=60):
     )
 
 
-def run_portable(modules, path):
+def run_portable(modules, path, scratch=None):
     """Run tests/mpy_runner.py on MicroPython over ``modules``."""
-    return run_micropython([str(RUNNER)] + list(modules), path)
+    return run_micropython([str(RUNNER)] + list(modules), path, scratch=scratch)
 
 
 # ---------------------------------------------------------------- a. syntax
@@ -140,8 +143,8 @@ def test_agent_module_imports_on_micropython(module, mpy_tree):
 
 
 @pytest.mark.parametrize("module", PORTABLE_MODULES)
-def test_portable_module_passes_on_micropython(module, mpy_tree):
-    done = run_portable([module], [mpy_tree.folder])
+def test_portable_module_passes_on_micropython(module, mpy_tree, tmp_path):
+    done = run_portable([module], [mpy_tree.folder], scratch=tmp_path)
     out = done.stdout + done.stderr
     assert done.returncode == 0, "%s fails on MicroPython (-X %s):\n%s" % (module, HEAP, out)
     assert "micropython: " in out and ", 0 failed" in out, out

@@ -93,3 +93,25 @@ def test_a_config_file_changes_the_meter(tmp_path):
     assert done.returncode == 0, done.stderr
     m = json.loads(done.stdout)["meters"][0]
     assert m["cuts"] == 0 and m["balance_end"] < 0  # postpaid: billed, never cut
+
+
+def test_the_demo_table_adds_up_to_the_last_digit():
+    from decimal import Decimal
+
+    done = pmeter("sim", "run", "--meters", "3", "--days", "45")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    head = [k for k, line in enumerate(lines) if line.startswith("meter ")][0]
+    assert lines[head].split()[3:7] == ["opening", "credited", "charged", "balance"]
+    rows = []
+    for line in lines[head + 1:head + 4]:
+        f = line.split()
+        assert f[3] == f[5] == f[7] == f[9] == "CNY"
+        rows.append(dict(zip(("opening", "credited", "charged", "balance"), (Decimal(f[k]) for k in (2, 4, 6, 8)))))
+    for r in rows:
+        assert r["opening"] + r["credited"] - r["charged"] == r["balance"]
+    assert all(r["charged"] % Decimal("0.01") for r in rows), "figures with sub-fen digits: where rounding would show"
+    total = [line for line in lines if line.startswith("Energy ")][0]
+    charged = Decimal(total.split("charged ")[1].split(" CNY")[0])
+    credited = Decimal(total.split("credited ")[1].split(" CNY")[0])
+    assert charged == sum(r["charged"] for r in rows) and credited == sum(r["credited"] for r in rows)

@@ -179,6 +179,9 @@ class Session:
             "key_rev": self.key_rev,
             "last_evt": self.last_event_seq,
             "last_q": self.outbox.next_seq - 1,
+            # The highest command sequence used: a head-end whose ledger was
+            # lost or replaced learns to issue above it (no silent already_used).
+            "n": self.guard.high,
             "pending": self.outbox.pending(),
         }
         outs.append(Out(self.topic(topics.BIRTH), self._seal(topics.BIRTH, {"b": birth}, wall), 1, False))

@@ -6,16 +6,21 @@
 schemdraw (on matplotlib) draws the circuit blocks, which are the same for
 a Raspberry Pi and a Pico W / ESP32 (all 3.3 V logic); matplotlib draws the
 two board wiring maps.  Pin numbers match hw/systemd/config.example.toml
-(Pi, BCM) and mpy/config.example.json (Pico W).
+(Pi, BCM) and mpy/config.example.json (Pico W); tests/test_hw_pinmap.py
+reads PI_PINS and PICO_PINS below and fails when they disagree.
 """
 
 import os
+import sys
 
-import matplotlib
+try:
+    import matplotlib
+    import schemdraw
+except ImportError as exc:
+    sys.exit("draw_wiring.py: %s; install the drawing tools with: .venv/bin/pip install schemdraw matplotlib" % exc)
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import schemdraw  # noqa: E402
 import schemdraw.elements as elm  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -171,7 +176,7 @@ def rs485():
         d += elm.Dot().at(de)
         d += elm.Line().left(1.5).at(de)
         d += elm.Dot(open=True)
-        note(d, (d.here.x - 1.9, d.here.y), "GPIO DE/RE\n(or an auto-\ndirection module)", 10)
+        note(d, (d.here.x - 1.9, d.here.y), "GPIO\nrs485_de_pin\n(or an auto-\ndirection module)", 10)
         d += elm.Line().right(3.2).at(ic.A)
         d += elm.Dot(open=True)
         note(d, (d.here.x + 1.6, d.here.y), "A (meter 485+)", 11)
@@ -234,7 +239,7 @@ PI_PINS = [
     ("pin 33  GPIO13", "buzzer_pin", "active buzzer via NPN", OUT),
     ("pin 8   GPIO14 TXD", "UART TX", "MAX3485 DI", BUS),
     ("pin 10  GPIO15 RXD", "UART RX", "MAX3485 RO", BUS),
-    ("pin 12  GPIO18", "DE/RE", "MAX3485 DE + /RE", BUS),
+    ("pin 12  GPIO18", "rs485_de_pin", "MAX3485 DE + /RE (high = send)", BUS),
 ]
 
 PICO_PINS = [
@@ -251,7 +256,7 @@ PICO_PINS = [
     ("pin 17  GP13", "buzzer_pin", "active buzzer via NPN", OUT),
     ("pin 6   GP4 UART1 TX", "UART TX", "MAX3485 DI", BUS),
     ("pin 7   GP5 UART1 RX", "UART RX", "MAX3485 RO", BUS),
-    ("pin 9   GP6", "DE/RE", "MAX3485 DE + /RE", BUS),
+    ("pin 9   GP6", "rs485_de_pin", "MAX3485 DE + /RE (high = send)", BUS),
 ]
 
 

@@ -3,7 +3,6 @@
 the 128K heap the portable runner gives)."""
 
 import gc
-import os
 
 from agent import results, settings
 from agent.config import ConfigError
@@ -15,6 +14,7 @@ from agent.store import OsFS, Store
 from agent.tokens import TokenGuard
 from agent.tokens import keypad as kp
 from agent.tokens import mqtt as tm
+from portable.scratch import scratch_dir
 
 MID = "000000000043"
 KEY = bytes(range(32))
@@ -34,17 +34,6 @@ def _raw():
         "tokens": {"key": _hex(KEY), "keypad_key": _hex(KPKEY), "keypad_starting_code": kp.Chain(KPKEY).start},
         "agent": {"data_dir": "/tmp/x"},
     }
-
-
-def _dir():
-    base = "/tmp/pmagent-portable"
-    try:
-        os.mkdir(base)
-    except OSError:
-        pass
-    for name in os.listdir(base):
-        os.remove(base + "/" + name)
-    return base
 
 
 def _build(d, cfg):
@@ -85,7 +74,7 @@ def test_agent_settings_load_and_errors():
 
 
 def test_agent_linked_topup_keypad_restart():
-    d = _dir()
+    d = scratch_dir("agent")
     cfg = settings.load(_raw())
     linked = _build(d, cfg)
     t = tm.Token(MID, 1, tm.TOPUP, W, W + 600, 0, amount=120000)

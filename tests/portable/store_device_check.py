@@ -1,26 +1,14 @@
 """Device boot, top-up commit and recovery on whichever runtime runs this."""
 
-import os
-
 from agent.config import validate
 from agent.device import Device
 from agent.events import Pulses, TopUp
 from agent.meter import SCHEMA
 from agent.store import OsFS, Store
+from portable.scratch import scratch_dir
 
 MID = "000000000006"
 W = 1700000000
-
-
-def _dir():
-    d = "/tmp/pmst-device-portable"
-    try:
-        os.mkdir(d)
-    except OSError:
-        pass
-    for name in os.listdir(d):
-        os.remove(d + "/" + name)
-    return d
 
 
 def _device(d):
@@ -29,7 +17,7 @@ def _device(d):
 
 
 def test_store_device_survives_restart():
-    d = _dir()
+    d = scratch_dir("device")
     dev = _device(d)
     dev.boot(W, 0)
     acts = dev.feed(TopUp(5000, "r1", W + 1, 1000))

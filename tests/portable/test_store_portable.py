@@ -1,26 +1,14 @@
 """The store on the real file system of whichever runtime runs this (CPython or MicroPython)."""
 
-import os
-
 from agent import store as S
 from agent.codec import msgpack
+from portable.scratch import scratch_dir
 
 MID = "000000000005"
 
 
-def _dir(tag):
-    base = "/tmp/pmst-%s-%d" % (tag, id(tag) % 100000)
-    try:
-        os.mkdir(base)
-    except OSError:
-        pass
-    for name in os.listdir(base):
-        os.remove(base + "/" + name)
-    return base
-
-
 def test_store_commit_load_fallback():
-    d = _dir("ab")
+    d = scratch_dir("ab")
     s = S.Slots(S.OsFS(), d, MID)
     s.commit({"n": 1, "b": b"\x00\xff"})
     s.commit({"n": 2, "b": b"\x01"})
@@ -47,7 +35,7 @@ def test_store_file_bytes_are_fixed():
 
 
 def test_store_deltas_roundtrip():
-    d = _dir("delta")
+    d = scratch_dir("delta")
     st = S.Store(S.OsFS(), d, MID)
     v = {"log": ["entry %d" % i for i in range(60)], "e": 0}
     st.commit(v, True)
