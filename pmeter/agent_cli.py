@@ -27,6 +27,7 @@ import sys
 import threading
 import time
 
+from agent import results
 from agent.config import ConfigError
 
 log = logging.getLogger("pmeter.agent")
@@ -53,6 +54,11 @@ def register(subparsers):
 def _fail(message, code=2):
     print("pmeter: %s" % message, file=sys.stderr)
     return code
+
+
+def _bad_config(e):
+    """Exit 2 for a ConfigError, naming --config when the file itself is the problem."""
+    return _fail("--config: %s" % e.rule if e.key == "(file)" else str(e))
 
 
 def _load(args):
@@ -83,6 +89,18 @@ class AgentRuntime:
         self.data_dir = data_dir
         mid = cfg["meter"]["id"]
         self.meter_id = mid
+        # Devices before anything starts: one missing at start is a config
+        # error (exit 2); one lost later is reopened by its reader.
+        check_dlt645_device(cfg["dlt645"]["device"])
+        self.keypad = None
+        if cfg["agent"]["keypad"]:
+            from hw.keypad import open_keypad
+
+            try:
+                self.keypad = open_keypad(cfg["agent"]["keypad"], cfg["agent"]["keypad_baud"])
+            except ValueError as exc:
+                raise ConfigError("agent.keypad", str(exc))
+            log.info("keypad on %s", self.keypad.name)
         opts = dict(backend_options or {})
         opts.setdefault("log", lambda m: log.warning("%s", m))
         if hw_name == "sim":
@@ -100,7 +118,8 @@ class AgentRuntime:
                                fw=cfg["agent"]["fw"], key_rev=self.guard.revision, ha=cfg["link"])
         self.linked = LinkedMeter(self.device, self.guard, self.session, telemetry_s=cfg["link"]["telemetry_s"],
                                   telemetry_offset_s=int(mid) % cfg["link"]["telemetry_s"],
-                                  on_clock=self.backend.set_wall, on_record=self._log_record)
+                                  on_clock=self.backend.set_wall, on_record=self._log_record,
+                                  on_refusal=self._log_refusal)
         self.lock = threading.RLock()  # the core is driven by the loop and the DL/T 645 threads
         self.transport = None
         self.slave = None
@@ -119,16 +138,6 @@ class AgentRuntime:
         self.master_address = cfg["dlt645_master"]["address"]
         self.master_reads = 0  # register reads that worked
         self.pending_outs = []
-        self.keypad = None
-        if cfg["agent"]["keypad"]:
-            from hw.keypad import open_keypad
-
-            try:
-                self.keypad = open_keypad(cfg["agent"]["keypad"], cfg["agent"]["keypad_baud"])
-            except ValueError as exc:
-                self.backend.close()
-                raise ConfigError("agent.keypad", str(exc))
-            log.info("keypad on %s", self.keypad.name)
         self.stop = threading.Event()
         self.errors = 0
         self._status = None
@@ -139,6 +148,11 @@ class AgentRuntime:
 
     def _log_record(self, rec):
         log.info("event %d %s %s %s", rec.seq, rec.kind, rec.reason, json.dumps(rec.data, sort_keys=True, default=repr))
+
+    @staticmethod
+    def _log_refusal(source, ref, code, why):
+        log.warning("token refused (%s, ref %s): %s%s", source, "-" if ref is None else ref, code,
+                    "" if not why or why == code else " (%s)" % why)
 
     def execute(self, actions):
         """Carry out hardware actions (coil pulses run to completion)."""
@@ -260,6 +274,12 @@ class AgentRuntime:
                 found.append((reason, data))
         return found
 
+    def close_devices(self):
+        """Release the hardware and the keypad of a runtime that never booted."""
+        if self.keypad is not None:
+            self.keypad.close()
+        self.backend.close()
+
     def shutdown(self):
         """Clean stop: Shutdown event (a clean commit), status offline, hardware safe."""
         from agent.events import Shutdown
@@ -275,9 +295,7 @@ class AgentRuntime:
                 self.transport.close()
         if self.slave is not None:
             self.slave.stop()
-        if self.keypad is not None:
-            self.keypad.close()
-        b.close()
+        self.close_devices()
         log.info("stopped: balance %d, energy %d Wh, %d commits", self.linked.meter.balance,
                  self.linked.meter.energy_wh, self.device.commits)
 
@@ -300,7 +318,8 @@ class AgentRuntime:
             if self.keypad is not None:
                 for digits in self.keypad.poll(mono):
                     code, hw, outs = self.linked.keypad(digits, wall, mono)
-                    log.info("keypad code: %s", code)
+                    if code == results.ACCEPTED:
+                        log.info("keypad code: accepted")
                     self.execute(hw)
                     self.send(outs)
             if self.pending_outs:
@@ -369,21 +388,16 @@ def cmd_agent(args):
     try:
         cfg, data_dir = _load(args)
     except ConfigError as e:
-        return _fail(str(e))
+        return _bad_config(e)
     hw_name = args.hw or cfg["agent"]["hw"]
     if hw_name not in CPYTHON_BACKENDS:
         return _fail("config key 'agent.hw': %r runs on a MicroPython board (mpy/main.py), not under pmeter; "
                      "use --hw sim or --hw pi" % hw_name)
-    try:
-        os.makedirs(data_dir, exist_ok=True)
-    except OSError as e:
-        return _fail("%s: cannot create the data directory %r: %s" % ("--data" if args.data else "agent.data_dir", data_dir, e))
-    if not os.access(data_dir, os.W_OK):
-        return _fail("%s: the data directory %r is not writable" % ("--data" if args.data else "agent.data_dir", data_dir))
     for key in ("ca", "cert", "key"):
         path = cfg["mqtt"][key]
         if cfg["mqtt"]["host"] is not None and path is not None and not os.path.isfile(path):
             return _fail("config key 'mqtt.%s': no such file %r" % (key, path))
+    # Everything is checked before the data directory is created.
     try:
         rt = AgentRuntime(cfg, hw_name, data_dir)
     except ConfigError as e:
@@ -392,6 +406,17 @@ def cmd_agent(args):
         return _fail("cannot start: %s" % e)
     except (ImportError, RuntimeError, OSError) as e:  # e.g. --hw pi without RPi.GPIO or /dev/gpiomem
         return _fail("cannot start the %s backend: %s" % (hw_name, e), 1)
+    where = "--data" if args.data else "agent.data_dir"
+    problem = None
+    try:
+        os.makedirs(data_dir, exist_ok=True)
+        if not os.access(data_dir, os.W_OK):
+            problem = "%s: the data directory %r is not writable" % (where, data_dir)
+    except OSError as e:
+        problem = "%s: cannot create the data directory %r: %s" % (where, data_dir, e)
+    if problem is not None:
+        rt.close_devices()
+        return _fail(problem)
 
     def on_signal(signum, frame):
         log.info("signal %d: shutting down", signum)
@@ -404,6 +429,23 @@ def cmd_agent(args):
     except OSError as e:  # e.g. the DL/T 645 port cannot be bound
         log.error("cannot run: %s", e)
         return 1
+
+
+def check_dlt645_device(device):
+    """Raise ConfigError naming ``dlt645.device`` when it cannot be opened now."""
+    if device is None:
+        return
+    import serial
+
+    from hw.serial_link import parse_hostport
+
+    try:
+        if device.startswith("tcp://"):
+            parse_hostport(device[6:], "dlt645.device")  # bound by the slave at boot
+        else:
+            serial.serial_for_url(device).close()
+    except (serial.SerialException, OSError, ValueError) as exc:
+        raise ConfigError("dlt645.device", "cannot open %r (%s)" % (device, exc))
 
 
 # ====================================================================== diag
@@ -694,8 +736,8 @@ def cmd_diag(args):
     try:
         cfg, data_dir = _load(args)
     except ConfigError as e:
-        return _fail(str(e))
-    if args.timeout <= 0 or args.timeout > 60:
+        return _bad_config(e)
+    if not 0 < args.timeout <= 60:  # also refuses nan
         return _fail("--timeout must be between 0 and 60 seconds, got %r" % args.timeout)
     f = diagnose(cfg, data_dir, args.timeout)
     if args.json:

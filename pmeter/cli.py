@@ -12,24 +12,45 @@ import sys
 
 # Modules that add subcommands, in the order --help lists them.
 REGISTRARS = ("sim.cli", "headend.cli", "headend.mqtt_cli", "headend.pki", "pmeter.agent_cli")
+# Commands the meter itself runs get a parser from their own module only: the
+# agent process never imports head-end code, and a Pi bundle (scripts/flash.sh
+# pi) ships no headend/ package.
+METER_COMMANDS = {"agent": "pmeter.agent_cli", "diag": "pmeter.agent_cli"}
 
 
-def build_parser():
-    """The full argument parser."""
+def build_parser(registrars=REGISTRARS):
+    """The argument parser with the commands of ``registrars``.
+
+    A registrar whose package is not installed (a Pi bundle has no
+    ``headend``) is left out and named in the help.
+    """
     parser = argparse.ArgumentParser(
         prog="pmeter",
         description="Prepaid electricity meter agent, simulator and head-end tools.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for name in REGISTRARS:
-        importlib.import_module(name).register(sub)
+    missing = []
+    for name in registrars:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name != name.partition(".")[0]:
+                raise  # a broken install, not a package left out on purpose
+            missing.append(e.name)
+            continue
+        module.register(sub)
+    if missing:
+        parser.epilog = "Not installed here: the %s commands." % ", ".join(sorted(set(missing)))
     return parser
 
 
 def main(argv=None):
     """Run ``pmeter`` with ``argv``; returns the exit code."""
-    parser = build_parser()
+    if argv is None:
+        argv = sys.argv[1:]
+    meter = METER_COMMANDS.get(argv[0]) if argv else None
+    parser = build_parser((meter,) if meter else REGISTRARS)
     args = parser.parse_args(argv)
     try:
         return args.handler(args)

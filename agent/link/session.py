@@ -114,6 +114,7 @@ class Session:
         self.last_event_seq = 0
         self.state = None  # latest state body, republished on connect
         self.rejected = 0  # messages refused since boot
+        self.last_reject = None  # (code, why, ref) of the last refused message
         self._reject_window = 0
         self._reject_budget = REJECT_BURST
         self._suppressed = 0
@@ -255,6 +256,8 @@ class Session:
 
     def _reject(self, r, topic, size, fields, wall, mono):
         self.rejected += 1
+        # (code, why, ref or None) for the shell's log, which is not rate limited.
+        self.last_reject = (r.code, r.why, fields.get("r") if isinstance(fields, dict) else None)
         outs = []
         # Authenticated sender (the message opened): answer it so --wait ends.
         if isinstance(fields, dict) and "r" in fields and isinstance(fields.get("r"), (str, int)) \
