@@ -66,6 +66,10 @@ def validate(data, schema, path=""):
     """Check ``data`` (a dict) against ``schema``; return it with defaults."""
     if not isinstance(data, dict):
         raise ConfigError(path or "(top)", "must be a table")
+    for key in data:
+        if not isinstance(key, str):
+            # JSON and TOML keys are strings; other maps (command arguments) may not be.
+            raise ConfigError(path + repr(key), "keys must be strings, got %r" % (key,))
     for key in sorted(data):
         if key not in schema:
             known = ", ".join(sorted(schema))

@@ -444,7 +444,13 @@ class Device:
             self.store_error = None
             actions.append(self._record("store", "commit_recovered", {}))
         if self.withheld:
-            actions.extend(self.withheld)
+            # A close held back while commits failed is stale once the relay
+            # was told to open since (credit ran out again): released after
+            # that open pulse it would leave a tripped relay closed.
+            stale = not self.meter.relay_closed or any(a.kind == "pulse_coil" and a.coil == "reset" for a in actions)
+            for a in self.withheld:
+                if not (stale and a.kind == "pulse_coil" and a.coil == "set"):
+                    actions.append(a)
             self.withheld = []
         return True
 

@@ -128,6 +128,8 @@ def schema():
 
 def _cross_checks(cfg):
     # Rules that span sections: each error names the key to fix.
+    from agent.dlt645.config import check_section as dlt645_check
+
     if cfg["tokens"] is None:
         raise ConfigError("agent.keys", "is required: the meter's keys file (pmeter keys derive --meter ID --out keys.toml writes it)")
     mq = cfg["mqtt"]
@@ -140,6 +142,7 @@ def _cross_checks(cfg):
             raise ConfigError("mqtt.cert" if mq["cert"] is None else "mqtt.key", "mqtt.cert and mqtt.key go together")
         if (mq["username"] is None) and mq["password"] is not None:
             raise ConfigError("mqtt.username", "is required when mqtt.password is set")
+    dlt645_check(cfg["dlt645"])
     dev = cfg["dlt645"]["device"]
     if dev is not None and dev.startswith("tcp://"):
         host, sep, port = dev[6:].rpartition(":")
@@ -154,6 +157,43 @@ def validate(raw):
     return cfg
 
 
+def _duplicate_key(text):
+    """The first key that appears twice in one object of JSON ``text``, or None.
+
+    ``text`` must already be valid JSON.  Written out because MicroPython's
+    json has no ``object_pairs_hook``; iterative, so deep nesting is fine.
+    """
+    import json
+
+    stack = []  # per open container: the keys seen (an object) or None (an array)
+    i = 0
+    n = len(text)
+    while i < n:
+        c = text[i]
+        if c == '"':
+            j = i + 1
+            while text[j] != '"':
+                j += 2 if text[j] == "\\" else 1
+            k = j + 1
+            while k < n and text[k] in " \t\r\n":
+                k += 1
+            if k < n and text[k] == ":" and stack and stack[-1] is not None:
+                key = json.loads(text[i : j + 1])
+                if key in stack[-1]:
+                    return key
+                stack[-1][key] = True
+            i = j + 1
+            continue
+        if c == "{":
+            stack.append({})
+        elif c == "[":
+            stack.append(None)
+        elif c == "}" or c == "]":
+            stack.pop()
+        i += 1
+    return None
+
+
 def parse(text, name="config"):
     """Parse the text of a TOML (CPython) or JSON config file into a dict."""
     stripped = text.lstrip()
@@ -161,9 +201,15 @@ def parse(text, name="config"):
         import json
 
         try:
-            return json.loads(text)
+            raw = json.loads(text)
         except ValueError as e:
             raise ConfigError("(file)", "%s is not valid JSON: %s" % (name, e))
+        except RuntimeError:  # RecursionError; MicroPython's is a plain RuntimeError
+            raise ConfigError("(file)", "%s nests tables or lists too deeply" % name)
+        dup = _duplicate_key(text)
+        if dup is not None:
+            raise ConfigError(dup, "appears twice in one table of %s (duplicate JSON key)" % name)
+        return raw
     try:
         import tomllib  # type: ignore[import-not-found]
     except ImportError:
@@ -172,6 +218,8 @@ def parse(text, name="config"):
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError("(file)", "%s is not valid TOML: %s" % (name, e))
+    except RecursionError:
+        raise ConfigError("(file)", "%s nests tables or lists too deeply" % name)
 
 
 def _read(path, key):

@@ -237,6 +237,26 @@ def cmd_token_decode(args):
     return options.run(_token_decode, args)
 
 
+OLD_WALK = 100000  # counts below the window the decoder looks through (~2 s)
+
+
+def _below_window(state, text):
+    """True if keypad ``text`` is a code of the chain below ``state``'s window (walked from count 0)."""
+    n = len(text)
+    token = keypad.from_restricted(text) if n in (15, 20) else int(text)
+    if token is None:
+        return False
+    chain = state.ext_chain if n in (12, 20) else state.chain
+    m = chain.modulus()
+    base = token % m
+    code = chain.first(base)
+    for _ in range(min(OLD_WALK, max(0, state.last - keypad.SYNC_BELOW + 1))):
+        if code - code % m + base == token:
+            return True
+        code = chain.next(code)
+    return False
+
+
 def _token_decode(args):
     meter = meter_arg(args.meter)
     rev = _int(args.revision, "--revision", 0, 0xFFFFFFFF)
@@ -261,7 +281,11 @@ def _token_decode(args):
     if is_keypad:
         state = keypad.KeypadState(kkey)
         state.last = count
+        if count:
+            state.used = 1  # the last accepted count is used, as on the meter
         d = state.decode(text)
+        if d == keypad.INVALID and _below_window(state, text):
+            d = keypad.USED  # the meter refuses those as used (it remembers the codes it accepted)
         code = {
             keypad.MALFORMED: results.MALFORMED,
             keypad.INVALID: results.BAD_MAC,

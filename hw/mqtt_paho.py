@@ -57,9 +57,9 @@ class PahoTransport:
     """Keeps one link (``handler``) connected to a broker.
 
     ``handler`` has ``connected(wall, mono) -> outs``,
-    ``received(topic, payload, wall, mono, retained) -> (hw, outs)`` and a
-    ``session`` (for ``will``, ``subscriptions``, ``puback``,
-    ``disconnected``) - an ``agent.link.agent.LinkedMeter`` or anything
+    ``received(topic, payload, wall, mono, retained) -> (hw, outs)``,
+    ``puback(seq, wall) -> outs`` and a ``session`` (for ``will``,
+    ``subscriptions``, ``disconnected``) - an ``agent.link.agent.LinkedMeter`` or anything
     shaped like it.  Hardware actions returned by ``received`` are passed
     to ``on_hw(actions)``.
     """
@@ -248,7 +248,7 @@ class PahoTransport:
         elif kind == "puback":
             seq = self._mids.pop(data, 0)
             if seq:
-                self.send(self.handler.session.puback(seq, wall))
+                self.send(self.handler.puback(seq, wall))
 
     def close(self):
         """Disconnect cleanly (the broker then does NOT publish the will)."""

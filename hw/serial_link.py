@@ -52,12 +52,13 @@ class LinkTimeout(TimeoutError):
 class SlaveLink:
     """Shared by every connection of one slave: the Slave, the meter view, the core."""
 
-    def __init__(self, slave, view, dispatch=None, lock=None, clock=_now):
+    def __init__(self, slave, view, dispatch=None, lock=None, clock=_now, persist=None):
         self.slave = slave
         self.view = view
         self.dispatch = dispatch
         self.lock = lock if lock is not None else threading.RLock()
         self.clock = clock
+        self.persist = persist  # commits the slave's lockout (a Device part) before the reply goes out
 
     def handle(self, frames):
         """Answer ``frames``; return the list of reply byte strings."""
@@ -68,6 +69,9 @@ class SlaveLink:
                 reply, events = self.slave.handle(fr, self.view, wall, mono)
                 if events:
                     reply = self._dispatch(events) or reply
+                if self.slave.dirty and self.persist is not None:
+                    self.slave.dirty = False
+                    self.persist()
             if reply is not None:
                 replies.append(reply)
         return replies

@@ -123,6 +123,16 @@ class AgentRuntime:
         self.lock = threading.RLock()  # the core is driven by the loop and the DL/T 645 threads
         self.transport = None
         self.slave = None
+        self.dlt645 = None
+        if cfg["dlt645"]["device"] is not None:
+            from agent.dlt645.lockout import LockoutPart
+            from agent.dlt645.slave import Slave
+
+            dc = dict(cfg["dlt645"])
+            if dc["address"] is None:
+                dc["address"] = mid
+            self.dlt645 = Slave(dc, cfg["meter"]["tz_offset_min"])
+            self.device.add_part("dlt645", LockoutPart(self.dlt645))  # the password lockout survives restarts
         self.master = None
         self.master_check = None  # CrossCheck of the host meter's register (dlt645_master)
         self.master_address = cfg["dlt645_master"]["address"]
@@ -207,19 +217,21 @@ class AgentRuntime:
             protocol=mqtt.MQTTv5 if mq["protocol"] == 5 else mqtt.MQTTv311)
 
     def _slave(self):
-        from agent.dlt645.slave import Slave
         from hw.serial_link import SlaveLink, open_slave
 
-        dc = dict(self.cfg["dlt645"])
-        if dc["address"] is None:
-            dc["address"] = self.meter_id
-        slave = Slave(dc, self.cfg["meter"]["tz_offset_min"])
-        link = SlaveLink(slave, self.linked.meter, self._dispatch, self.lock)
+        dc = self.dlt645.cfg
+        link = SlaveLink(self.dlt645, self.linked.meter, self._dispatch, self.lock, persist=self._commit_part)
         # hw.rs485_de_pin: the Pi backend turns the transceiver round for each reply
         direction = getattr(self.backend, "rs485_transmit", None) if self.cfg["hw"]["rs485_de_pin"] is not None else None
         server = open_slave(link, dc["device"], dc["baud"], dc["parity"], dc["reply_delay_ms"], direction=direction)
-        log.info("DL/T 645 slave %s on %s", dc["address"], dc["device"])
+        log.info("DL/T 645 slave %s on %s (control %s)", dc["address"], dc["device"], "on" if dc["control"] else "off")
         return server
+
+    def _commit_part(self):
+        # A part changed outside any event (the DL/T 645 lockout); runs under self.lock.
+        hw, outs = self.linked.commit_part()
+        self.execute(hw)
+        self.pending_outs.extend(outs)
 
     def _master_loop(self):
         # Read the host meter's register every interval_s until stopped.

@@ -28,6 +28,9 @@ from sim.runner import meter_config, money
 LOAD_W = 1000  # the simulated household's constant load
 
 
+SIM_PASSWORD = "02000000"  # level 02, password 000000
+
+
 def parse_url(url):
     """``tcp://HOST:PORT`` -> (host, port); ValueError naming ``--dlt645`` otherwise."""
     if not url.startswith("tcp://"):
@@ -39,8 +42,8 @@ class TcpMeter:
     """One simulated meter in real time with its DL/T 645 slave on a TCP port.
 
     ``cfg`` is a raw core configuration (``agent.meter.SCHEMA``); the slave
-    uses the defaults of the ``dlt645`` section (address = the meter id,
-    control password ``02000000``).  ``log(line)`` gets one line per
+    uses the defaults of the ``dlt645`` section (address = the meter id)
+    with control on and the password ``02000000`` (SIM_PASSWORD).  ``log(line)`` gets one line per
     event record and command result.  ``clock`` is a ``hw.sim`` clock
     (default: the system's).
     """
@@ -53,7 +56,9 @@ class TcpMeter:
                                   clock=clock, feedback=core["relay"]["feedback"])
         self.lock = threading.RLock()  # the main loop and the TCP client threads share the core
         self.loop = Loop(self.backend, self.meter, self._other)
-        dc = validate({}, DLT645_SCHEMA)
+        # A simulated meter switches no one's supply: control on, with the
+        # well-known test password (a real agent has no default: docs/dlt645.md).
+        dc = validate({"control": True, "password": SIM_PASSWORD}, DLT645_SCHEMA)
         dc["address"] = core["meter"]["id"]
         self.address = dc["address"]
         self.password = dc["password"]

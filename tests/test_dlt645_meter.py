@@ -18,7 +18,7 @@ def _setup():
                                    "account": {"opening_balance": 500000}}, SCHEMA))
     meter.handle(Boot(WALL, 0))
     meter.handle(Pulses(2000, WALL + 60, 60000))  # 2 kWh
-    slave = Slave(config.validate({"password": "02123456"}, DLT645_SCHEMA), 480)
+    slave = Slave(config.validate({"password": "02123456", "control": True}, DLT645_SCHEMA), 480)
     return meter, slave
 
 

@@ -26,7 +26,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PMETER = [sys.executable, "-m", "pmeter"]
 METER = "100000000001"  # meter 0 of the embedded demo configuration
 ADDR = address_to_wire(METER)
-PASSWORD = bytes((0x02, 0, 0, 0))  # the dlt645 section's default, 02000000
+PASSWORD = bytes((0x02, 0, 0, 0))  # the simulator's control password, 02000000 (sim.dlt645_tcp.SIM_PASSWORD)
 TZ_MIN = 480
 TRIP, CLOSE_DIRECT = 0x1A, 0x1C
 

@@ -60,6 +60,9 @@ class DeviceAgent:
     def connected(self, wall, mono):
         return self.linked.connected(wall, mono)
 
+    def puback(self, seq, wall):
+        return self.linked.puback(seq, wall)
+
     def received(self, topic, payload, wall, mono, retained=False):
         hw, outs = self.linked.received(topic, payload, wall, mono, retained)
         newest = self.device.meter.records("command")

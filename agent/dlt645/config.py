@@ -30,12 +30,13 @@ SCHEMA = {
     ),
     "address": Field(STR, None, _address, None, "12-digit address as printed; unset = the meter id"),
     "password": Field(
-        STR, "02000000", _password, None,
-        "control password, 8 hex digits in wire order: level PA then P0 P1 P2",
+        STR, None, _password, None,
+        "control password, 8 hex digits in wire order: level PA then P0 P1 P2; required with control",
     ),
     "baud": Field(INT, 2400, one_of(*BAUDS), None, "serial bit rate"),
     "parity": Field(STR, "E", one_of("E", "N", "O"), None, "serial parity (the standard says E)"),
-    "control": Field(BOOL, True, None, None, "accept control frames (0x1C: trip, close, alarm, guarantee)"),
+    "control": Field(BOOL, False, None, None,
+                     "accept control frames (0x1C: trip, close, alarm, guarantee); needs password"),
     "time_sync_max_s": Field(
         INT, 300, between(0, 86400), None,
         "largest clock step accepted from a broadcast time frame (once a day); 0 = ignore them",
@@ -43,6 +44,19 @@ SCHEMA = {
     "password_tries": Field(INT, 5, between(1, 100), None, "wrong passwords a day before control locks until midnight"),
     "reply_delay_ms": Field(INT, 20, between(0, 500), None, "wait before replying on a serial line (bus turn-around)"),
 }
+
+def check_section(section):
+    """Rules across the keys of a validated ``dlt645`` section: ConfigError naming the key.
+
+    Control switches the supply (guarantee power included), so it is off
+    unless asked for, and never on a password everyone knows: no default.
+    """
+    from agent.config import ConfigError
+
+    if section["control"] and section["password"] is None:
+        raise ConfigError("dlt645.password", "is required when dlt645.control is true "
+                          "(8 hex digits PA P0 P1 P2; there is no default password)")
+
 
 MASTER_SCHEMA = {
     "device": Field(STR, None, None, None, "serial device or pyserial URL of the host meter's RS-485 port; unset = off"),

@@ -59,24 +59,29 @@ class Slave:
     ``cfg`` is a validated ``dlt645`` section (agent.dlt645.config.SCHEMA);
     ``tz_offset_min`` is the meter's zone (local time is what goes on the
     wire).  Counters ``replies``, ``ignored`` and ``errors`` help diagnostics.
+    ``dirty`` says the wrong-password lockout changed: the shell commits it
+    (agent/dlt645/lockout.py) before the reply goes out.
     """
 
     __slots__ = (
         "cfg", "address", "password", "tz_s", "preamble", "pending", "seq",
-        "bad_passwords", "bad_password_day", "last_sync_day",
+        "bad_passwords", "bad_password_day", "last_sync_day", "dirty",
         "replies", "ignored", "errors", "last_error",
     )
 
     def __init__(self, cfg, tz_offset_min=480):
         self.cfg = cfg
         self.address = address_to_wire(cfg["address"]) if cfg.get("address") else None
-        self.password = hex_to_bytes(cfg.get("password", "02000000"), "dlt645.password")
+        pw = cfg.get("password")
+        # No password, no control: there is no default everyone could know.
+        self.password = hex_to_bytes(pw, "dlt645.password") if pw is not None else None
         self.tz_s = tz_offset_min * 60
         self.preamble = 4  # FE wake-up bytes in front of every reply
         self.pending = {}  # ref -> (function, seq) awaiting the core's Ack
         self.seq = 0
         self.bad_passwords = 0
         self.bad_password_day = None
+        self.dirty = False  # the password lockout changed: commit before the next frame
         self.last_sync_day = None
         self.replies = 0
         self.ignored = 0
@@ -203,19 +208,21 @@ class Slave:
     def _control(self, fr, wall, mono):
         own = self.address
         d = fr.data
-        if not self.cfg.get("control", True):
+        if not self.cfg.get("control", False) or self.password is None:
             return self._abnormal(own, F.CONTROL, F.ERR_PASSWORD), []
         if len(d) != 16:
             return self._abnormal(own, F.CONTROL, F.ERR_OTHER), []
         today = (wall + self.tz_s) // 86400
-        if self.bad_password_day != today:
-            self.bad_password_day = today
+        if self.bad_password_day != today and self.bad_passwords:
             self.bad_passwords = 0
+            self.dirty = True
+        self.bad_password_day = today
         if self.bad_passwords >= self.cfg.get("password_tries", 5):
             return self._abnormal(own, F.CONTROL, F.ERR_PASSWORD), []
         if d[0] in SECURE_LEVELS or d[0:4] != self.password:
             if d[0] not in SECURE_LEVELS:
                 self.bad_passwords += 1
+                self.dirty = True
             return self._abnormal(own, F.CONTROL, F.ERR_PASSWORD), []
         name = CONTROL_CODES.get(d[8])
         if name is None:

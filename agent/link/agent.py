@@ -16,7 +16,10 @@ changes only the guard or the session (a keypad lockout, a key change,
 a refused message) is committed with ``Device.commit(reason)``.  So no
 ack is published and no relay is closed before the credit, the used
 token, the used command sequence and the outbox entry are on disk.
-``Out``s made while a commit fails are held back until one succeeds.
+``Out``s made while a commit fails are held back until one succeeds, and so
+are outbox entries a PUBACK or a reconnection would send meanwhile
+(transports report PUBACKs through ``puback``).  Telemetry takes an
+outbox sequence too, so it is committed with the event that sends it.
 
 Token handling (MQTT and keypad):
 - top-ups -> ``TopUp``; management commands -> ``Command``; the token is
@@ -138,6 +141,7 @@ class LinkedMeter:
         self._acked = None  # code of the core's ack for it
         self._dirty = False  # the guard changed outside the core (lockout, sync, key change)
         self._seen = {}  # seqs of records already queued in this call
+        self._tele = False  # telemetry is due with the event being fed
 
     # ------------------------------------------------------------ reads
 
@@ -191,6 +195,10 @@ class LinkedMeter:
                     self._outs.extend(s.ack(a.ref, a.code, a.balance, wall))
         if persist:
             self._outs.extend(s.set_state(summary(self.device.meter), wall))
+        if self._tele:
+            self._tele = False
+            self._dirty = True
+            self._outs.extend(s.telemetry(summary(self.device.meter), wall))
         if s.dirty or self._dirty:
             # The Device commits now.  If that fails, the Outs are held and
             # every later commit (the Device retries) holds the guard too.
@@ -254,16 +262,16 @@ class LinkedMeter:
         """
         if event.kind == "set_clock" and self.on_clock is not None:
             self.on_clock(event.wall)
-        actions = self._feed(event, wall)
-        hw, outs = self._after(actions)
         if self.next_tele is None:
             self.next_tele = self._next_report(wall)
         elif wall >= self.next_tele:
-            # Telemetry is not worth a flash write of its own: it is
-            # committed with the next commit, and may be lost before that.
+            # Telemetry takes an outbox sequence: it is committed with this
+            # event before it goes out, or a power cut would hand its
+            # (epoch, seq) to another entry, which the head-end would then
+            # drop as a duplicate.
             self.next_tele = self._next_report(wall)
-            outs.extend(self.session.telemetry(summary(self.device.meter), wall))
-        return hw, outs
+            self._tele = True
+        return self._after(self._feed(event, wall))
 
     def _next_report(self, wall):
         """The next wall second after ``wall`` at this meter's offset in the period."""
@@ -289,7 +297,25 @@ class LinkedMeter:
         """The transport connected: birth, status, state and the outbox replay."""
         if self.session.state is None:
             self.session.state = summary(self.device.meter)
-        return self.session.connected(wall, mono)
+        return self._release(self.session.connected(wall, mono))
+
+    def puback(self, seq, wall):
+        """PUBACK of outbox entry ``seq`` (from the transport): the Outs it lets go."""
+        return self._release(self.session.puback(seq, wall))
+
+    def _release(self, outs):
+        # While commits fail the outbox holds entries that are not on disk
+        # (an ack whose commit failed): outbox entries wait for a commit
+        # that works, as the Outs of the failed call do.
+        if self.device.store_error is None:
+            return outs
+        now = []
+        for o in outs:
+            if o.seq:
+                self._held.append(o)
+            else:
+                now.append(o)
+        return now
 
     def received(self, topic, payload, wall, mono, retained=False):
         """A message from the broker: (actions, Outs).  Never raises."""
@@ -310,8 +336,23 @@ class LinkedMeter:
             return self._after([])
         try:
             return self._inbound(inbound, wall, mono)
+        except Exception as e:  # a bug in the core must not take the meter down nor eat the sequence unanswered
+            return self._failed(inbound, e, wall)
         finally:
             self._token = None
+
+    def _failed(self, inbound, e, wall):
+        # The command raised: its sequence is used, and the sender gets an answer.
+        s = self.session
+        ref = inbound.ref
+        self._mqtt_refs.pop(ref, None)
+        s.commit(inbound.n)
+        why = ("internal: %r" % (e,))[:200]
+        self._refused("mqtt", ref, results.REFUSED, why)
+        self._outs.extend(s.ack(ref, results.REFUSED, self.device.meter.balance, wall))
+        self._outs.extend(s.event({"code": results.REFUSED, "kind": "token_reject", "ref": ref,
+                                   "why": why, "wall": wall}, wall))
+        return self._after([])
 
     def _inbound(self, inbound, wall, mono):
         s = self.session
@@ -375,6 +416,11 @@ class LinkedMeter:
             actions.extend(self.device.clear_state_lost(wall, mono, self._before_commit))
         return self._after(actions)
 
+    def commit_part(self):
+        """Commit a part changed outside any event (a keypad or DL/T 645 lockout): (actions, Outs)."""
+        self._dirty = True
+        return self._after([])
+
     # ------------------------------------------------------------ keypad
 
     def keypad(self, digits, wall, mono):
@@ -386,16 +432,14 @@ class LinkedMeter:
             self._refused("keypad", None, code, "keypad locked for %d s" % ((lock_ms + 999) // 1000) if lock_ms else None)
         if code == results.BAD_MAC:
             # The lockout advanced: durable before the next entry is taken.
-            self._dirty = True
-            hw, outs = self._after([])
+            hw, outs = self.commit_part()
             return code, hw, outs
         if code != results.ACCEPTED:
             return code, [], []
         if tok.kind == "sync":
             code = self.guard.accept(tok)
             self._refused("keypad", tok.ref, code)
-            self._dirty = True
-            hw, outs = self._after([])
+            hw, outs = self.commit_part()
             return code, hw, outs
         if tok.kind == "topup":
             event = TopUp(tok.amount, tok.ref, wall, mono, "keypad")

@@ -4,9 +4,9 @@ Every command the head-end seals carries a 64-bit sequence number ``n``
 that only grows (per meter) and an expiry wall time.  The guard accepts a
 number above the highest seen, or one of the ``WINDOW`` numbers below it
 not seen yet (QoS 1 may deliver out of order after a reconnect); it
-refuses a number already used (ALREADY_USED) or older than the window
-(TOO_OLD).  No field can overflow in the product's life (the STS TID
-lesson): 2**64 commands.
+refuses a number already used (ALREADY_USED), older than the window
+(TOO_OLD) or more than MAX_JUMP above the highest (REFUSED).  No field
+can overflow in the product's life (the STS TID lesson): 2**64 commands.
 
 ``check`` changes nothing; ``commit`` records ``n`` and must be in the same
 durable commit as the command's effect, so a redelivered command is
@@ -17,6 +17,10 @@ from agent import results
 
 WINDOW = 64
 N_MAX = (1 << 64) - 1
+# Largest step above the highest number seen (as agent/tokens/mqtt.py's
+# MAX_JUMP): an authentic n of 2**64-1 must not become the highest and
+# refuse every later command.
+MAX_JUMP = 1 << 20
 
 
 def merge_window(high, mask, high2, mask2, width):
@@ -59,7 +63,7 @@ class ReplayGuard:
         if expires is not None and wall is not None and wall > expires:
             return results.EXPIRED
         if n > self.high:
-            return None
+            return None if n - self.high <= MAX_JUMP else results.REFUSED
         if n == self.high:
             return results.ALREADY_USED
         back = self.high - n - 1

@@ -401,7 +401,7 @@ class Transport:
                 elif ev[0] == "puback":
                     seq = self._pids.pop(ev[1], 0)
                     if seq:
-                        self.send(self.handler.session.puback(seq, wall))
+                        self.send(self.handler.puback(seq, wall))
             except Exception as e:  # a bug in the link must not stop the loop
                 self.errors += 1
                 self.log("handling %s failed: %r" % (ev[0], e))

@@ -63,6 +63,12 @@ CHUNK = 100  # table entries per bytearray: small blocks survive a fragmented he
 CHUNKS = BASES // CHUNK
 _TABLE_LAG = SYNC_BELOW - 1  # table trails the last count by this much
 MARKS = 8  # checkpoints kept per token length (standard, extended)
+# The last RECENT accepted codes are remembered (6 bytes each; extended
+# codes offset by EXT_KEY): one re-entered after its count fell below the
+# window is answered already used instead of counting as a wrong entry.
+# Cheaper than walking the chain from count 0 on every miss.
+RECENT = 64
+EXT_KEY = 10**12
 
 
 class Chain:
@@ -169,14 +175,15 @@ def raw_for(kind, value):
 class Decoded:
     """A keypad token that matched the chain (not yet accepted)."""
 
-    __slots__ = ("kind", "value", "count", "digits", "mark")
+    __slots__ = ("kind", "value", "count", "digits", "mark", "key")
 
-    def __init__(self, kind, value, count, digits, mark=None):
+    def __init__(self, kind, value, count, digits, mark=None, key=None):
         self.kind = kind
         self.value = value
         self.count = count
         self.digits = digits
         self.mark = mark  # [extended, base, count, code]: a checkpoint for accept()
+        self.key = key  # the code as a number (extended + EXT_KEY), remembered by accept()
 
     def __repr__(self):
         return "Decoded(%s, value=%d, count=%d)" % (self.kind, self.value, self.count)
@@ -185,7 +192,7 @@ class Decoded:
 # Outcomes of KeypadState.decode besides a Decoded.
 MALFORMED = "malformed"  # not 9/12 digits: a typo, not a guess
 INVALID = "invalid"  # no match: a wrong entry (counts toward lockout)
-USED = "used"  # matched a count already used
+USED = "used"  # matched a count already used, or one of the last RECENT codes accepted
 OLD = "old"  # matched a count below the acceptance window
 
 
@@ -201,7 +208,7 @@ class KeypadState:
     lowest count still acceptable.
     """
 
-    __slots__ = ("chain", "ext_chain", "last", "used", "tk", "cursor", "table", "marks")
+    __slots__ = ("chain", "ext_chain", "last", "used", "tk", "cursor", "table", "marks", "recent")
 
     def __init__(self, key, starting_code=None):
         self.chain = Chain(key, starting_code, False)
@@ -211,6 +218,7 @@ class KeypadState:
         self.tk = 0
         self.cursor = 0
         self.marks = []
+        self.recent = b""  # the last RECENT accepted codes, 6 bytes each, oldest first
         self.table = [bytearray(4 * CHUNK) for _ in range(CHUNKS)]
         for b in range(BASES):
             self._put(b, self.chain.first(b))
@@ -365,11 +373,13 @@ class KeypadState:
                     verdict = self._verdict(kind, count)
                     if verdict is None:
                         v = value if kind in (ADD, SET) else 0
-                        return Decoded(kind, v, count, digits, mark)
+                        return Decoded(kind, v, count, digits, mark, token + EXT_KEY if extended else token)
                     if found == INVALID or verdict == USED:
                         found = verdict
             code = chain.next(code)
             count += 1
+        if found == INVALID and self._recent(token + EXT_KEY if extended else token) >= 0:
+            return USED  # re-entered after it fell out of the window: not a guess
         return found
 
     def accept(self, decoded):
@@ -386,6 +396,17 @@ class KeypadState:
             self.used = MASK
         if decoded.mark is not None:
             self._keep(decoded.mark)
+        if decoded.key is not None and self._recent(decoded.key) < 0:
+            self.recent = (self.recent + decoded.key.to_bytes(6, "big"))[-6 * RECENT :]
+
+    def _recent(self, key):
+        # Index of ``key`` among the remembered codes, or -1.
+        want = key.to_bytes(6, "big")
+        r = self.recent
+        for i in range(0, len(r), 6):
+            if r[i : i + 6] == want:
+                return i
+        return -1
 
     def _keep(self, mark):
         ext, base = mark[0], mark[1]
@@ -414,6 +435,7 @@ class KeypadState:
         marks = sorted([list(m) for m in self.marks])
         return {
             "c": self.cursor,
+            "h": bytes(self.recent),
             "k": self.tk,
             "l": self.last,
             "m": marks,
@@ -431,6 +453,9 @@ class KeypadState:
         except (KeyError, TypeError):
             raise ValueError("keypad snapshot: missing fields")
         marks = snap.get("m", [])  # absent in snapshots written before marks existed
+        recent = snap.get("h", b"")  # ... and before recent codes were kept
+        if not isinstance(recent, (bytes, bytearray)) or len(recent) % 6 or len(recent) > 6 * RECENT:
+            raise ValueError("keypad snapshot: field h must be up to %d codes of 6 bytes" % RECENT)
         for name, v in (("c", cursor), ("k", tk), ("l", last), ("u", used)):
             if not isinstance(v, int) or isinstance(v, bool) or v < 0:
                 raise ValueError("keypad snapshot: field %s must be a non-negative int" % name)
@@ -450,6 +475,7 @@ class KeypadState:
         self.used = used
         self.table = [bytearray(c) for c in table]
         self.marks = kept
+        self.recent = bytes(recent)
 
 
 def _check_marks(marks, last):

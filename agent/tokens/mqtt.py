@@ -34,6 +34,11 @@ MAX_TOKEN = 2048  # bytes: bounds the work an unauthenticated payload costs
 MAX_AMOUNT = 10**13  # minor units: 1e9 currency units, far above any top-up
 SEQ_MAX = (1 << 64) - 1
 WINDOW = 64
+# Largest step above the highest sequence seen.  A head-end issues each
+# meter's sequences one by one, so a meter never sees a jump near this; an
+# authentic token far ahead (2**64-1) would otherwise become the new
+# highest and make every later token too_old for ever.
+MAX_JUMP = 1 << 20
 _WMASK = (1 << WINDOW) - 1
 U32 = 0xFFFFFFFF
 TIME_MAX = (1 << 63) - 1
@@ -208,8 +213,9 @@ def mac_ok(raw, tag, mac_key):
 class Window:
     """Sequences seen: the highest, and a bitmask of the WINDOW below it.
 
-    Sequence ``s`` is new when ``s > high``, or ``high - WINDOW < s <= high``
-    and its bit is clear; anything at or below ``high - WINDOW`` is too old.
+    Sequence ``s`` is new when ``high < s <= high + MAX_JUMP``, or
+    ``high - WINDOW < s <= high`` and its bit is clear; anything at or below
+    ``high - WINDOW`` is too old, anything above ``high + MAX_JUMP`` refused.
     """
 
     __slots__ = ("high", "mask")
@@ -219,9 +225,9 @@ class Window:
         self.mask = mask
 
     def verdict(self, seq):
-        """ACCEPTED, ALREADY_USED or TOO_OLD for ``seq`` (changes nothing)."""
+        """ACCEPTED, ALREADY_USED, TOO_OLD or REFUSED (too far ahead) for ``seq`` (changes nothing)."""
         if seq > self.high:
-            return results.ACCEPTED
+            return results.ACCEPTED if seq - self.high <= MAX_JUMP else results.REFUSED
         d = self.high - seq
         if d >= WINDOW:
             return results.TOO_OLD

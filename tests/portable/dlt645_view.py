@@ -60,14 +60,14 @@ class View:
 
 
 def make_slave(**overrides):
-    """A Slave with the test address and the default password 02 12 34 56."""
-    raw = {"address": METER, "password": "02123456"}
+    """A Slave with the test address, control on and the password 02 12 34 56."""
+    raw = {"address": METER, "password": "02123456", "control": True}
     raw.update(overrides)
     return Slave(config.validate(raw, SCHEMA), TZ_MIN)
 
 
 ADDR = address_to_wire(METER)
-PASSWORD = bytes((0x02, 0x12, 0x34, 0x56))  # level 02, password 123456 (make_slave's default)
+PASSWORD = bytes((0x02, 0x12, 0x34, 0x56))  # level 02, password 123456 (make_slave's)
 
 
 def ask(slave, raw, view=None, wall=WALL):

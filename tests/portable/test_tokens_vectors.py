@@ -106,7 +106,10 @@ def test_mqtt_replay_window():
         assert g.accept(tok) == results.ALREADY_USED
     assert g.check(topup(10), T0)[0] == results.TOO_OLD  # 74 - 64
     assert g.check(topup(11), T0)[0] == results.ACCEPTED
-    assert g.check(topup(2 ** 64 - 1), T0)[0] == results.ACCEPTED
+    # A jump of more than MAX_JUMP is refused: it would make every later token too_old.
+    assert g.check(topup(2 ** 64 - 1), T0)[0] == results.REFUSED
+    assert g.check(topup(74 + mqtt.MAX_JUMP), T0)[0] == results.ACCEPTED
+    assert g.check(topup(75 + mqtt.MAX_JUMP), T0)[0] == results.REFUSED
 
 
 def test_mqtt_rejections():
