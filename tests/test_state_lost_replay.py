@@ -138,7 +138,10 @@ def test_pmeter_agent_refuses_a_config_that_no_longer_fits(tmp_path):
     before = {p.name: p.read_bytes() for p in data.iterdir()}
     cfg = config(keypad=False)
     conf = tmp_path / "agent.toml"
-    conf.write_text('[meter]\nid = "%s"\n[tokens]\nkey = "%s"\n[sim]\nload_w = 0\n' % (MID, cfg["tokens"]["key"]))
+    keys = tmp_path / "keys.toml"
+    keys.write_text('[tokens]\nkey = "%s"\n' % cfg["tokens"]["key"])
+    keys.chmod(0o600)
+    conf.write_text('[meter]\nid = "%s"\n[agent]\nkeys = "keys.toml"\n[sim]\nload_w = 0\n' % MID)
     done = subprocess.run([sys.executable, "-m", "pmeter", "agent", "--config", str(conf), "--hw", "sim",
                            "--data", str(data)], capture_output=True, text=True, timeout=60)
     assert done.returncode == 2, done.stderr

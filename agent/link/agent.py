@@ -196,8 +196,9 @@ class LinkedMeter:
         if persist:
             self._outs.extend(s.set_state(summary(self.device.meter), wall))
         if self._tele:
+            # No commit of its own: the session's outbox lease keeps
+            # uncommitted telemetry numbers from being reused after a cut.
             self._tele = False
-            self._dirty = True
             self._outs.extend(s.telemetry(summary(self.device.meter), wall))
         if s.dirty or self._dirty:
             # The Device commits now.  If that fails, the Outs are held and
