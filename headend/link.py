@@ -123,20 +123,30 @@ class HeadEnd:
         self.session_expiry_s = session_expiry_s
         self._worker = threading.Thread(target=self._work, daemon=True)
         self._states = {}  # meter -> its last state body recorded (wait_state)
+        # Called as f(meter_id, leaf, fields) on the worker after each message
+        # is in the shadow (the service's delivery queue and notifications).
+        self.listeners = []
         self._state_cv = threading.Condition()
 
-    def start(self, timeout=10.0):
-        """Connect, subscribe to the fleet, start the network thread."""
+    def start(self, timeout=10.0, background=False):
+        """Connect, subscribe to the fleet, start the network thread.
+
+        With ``background`` (a long-running service), return at once: the
+        network thread connects, and reconnects whenever the broker is lost.
+        """
         # A persistent session: what meters send while the head-end is away
         # is queued by the broker (QoS 1) instead of lost.
+        connect = self.client.connect_async if background else self.client.connect
         if self.protocol == mqtt.MQTTv5:
             props = Properties(PacketTypes.CONNECT)
             props.SessionExpiryInterval = self.session_expiry_s
-            self.client.connect(self.host, self.port, keepalive=30, clean_start=False, properties=props)
+            connect(self.host, self.port, keepalive=30, clean_start=False, properties=props)
         else:
-            self.client.connect(self.host, self.port, keepalive=30)
+            connect(self.host, self.port, keepalive=30)
         self.client.loop_start()
         self._worker.start()
+        if background:
+            return self
         if not self._ready.wait(timeout):
             raise RuntimeError("head-end: no SUBACK from %s:%s within %.0f s" % (self.host, self.port, timeout))
         # What the persistent session queued came before the SUBACK: have it
@@ -208,6 +218,8 @@ class HeadEnd:
             return
         if self.shadow is not None:
             self.shadow.record(meter_id, leaf, fields, int(time.time()))
+        for listener in self.listeners:
+            listener(meter_id, leaf, fields)
         if leaf == topics.STATE and isinstance(fields.get("b"), dict):
             with self._state_cv:
                 self._states[meter_id] = fields["b"]

@@ -11,7 +11,7 @@ import importlib
 import sys
 
 # Modules that add subcommands, in the order --help lists them.
-REGISTRARS = ("sim.cli", "headend.cli", "headend.mqtt_cli", "headend.pki", "pmeter.agent_cli")
+REGISTRARS = ("sim.cli", "headend.cli", "headend.mqtt_cli", "headend.service", "headend.pki", "pmeter.agent_cli")
 
 
 def build_parser():

@@ -1,0 +1,226 @@
+"""`pmeter headend serve` as an operator runs it: a real service process on
+one headend.toml, a real Mosquitto with the shipped TLS config and ACL,
+live agents (LinkedMeter on a durable Device, over paho with their own
+certificates), a real HTTP webhook receiver, and real HTTP requests.
+
+Top-up through the API to an online meter; a top-up for an offline meter
+queued and delivered after its birth (also from `pmeter push` with
+[service] queue); idempotency keys served once; roles; signed webhook
+notifications retried after the receiver failed; clean SIGTERM."""
+
+import hashlib
+import hmac
+import http.server
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+from mosquitto import free_port, make_pki, shipped_tls
+from test_headend_live import ROOT, LiveMeter, pmeter
+
+from headend.ledger import Ledger
+
+M1, M2 = "000000000201", "000000000202"
+PAY, OPS, READ = "pay-token-0123456789", "ops-token-0123456789", "read-token-0123456789"
+SECRET = "webhook-secret-0123456789"
+
+
+class Receiver:
+    """A webhook receiver on a free loopback port: answers 500 to the first ``fail`` requests, then 200."""
+
+    def __init__(self, fail=1):
+        self.got = []  # (headers dict, body bytes, answered status)
+        self.fail = fail
+        rec = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                status = 500 if rec.fail > 0 else 200
+                rec.fail -= 1
+                rec.got.append((dict(self.headers), body, status))
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *a):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = "http://127.0.0.1:%d/hook" % self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def delivered(self, kind):
+        """Bodies (dicts) of ``kind`` the receiver answered 200, in order."""
+        return [json.loads(b) for h, b, s in self.got if s == 200 and json.loads(b)["kind"] == kind]
+
+
+class Api:
+    """Real HTTP requests to the service."""
+
+    def __init__(self, port):
+        self.base = "http://127.0.0.1:%d" % port
+
+    def call(self, method, path, token=None, body=None):
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(self.base + path, data=data, method=method)
+        if token:
+            req.add_header("Authorization", "Bearer " + token)
+        if data is not None:
+            req.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read())
+
+    def topup(self, meter, amount, key, token=PAY):
+        return self.call("POST", "/api/v1/meters/%s/topups" % meter, token,
+                         {"amount": amount, "idempotency_key": key})
+
+
+def wait_for(cond, timeout=15.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.05)
+    return cond()
+
+
+@pytest.fixture
+def svc(tmp_path, mosquitto_factory):
+    pki = make_pki(tmp_path / "pki", clients=[M1, M2, "headend"])
+    broker = mosquitto_factory(**shipped_tls(pki))
+    (tmp_path / "master.key").write_text(bytes(range(32)).hex())
+    (tmp_path / "master.key").chmod(0o600)
+    hook = Receiver(fail=1)
+    port = free_port()
+    (tmp_path / "headend.toml").write_text(
+        '[broker]\nurl = "mqtts://%s:%d"\nca = "%s"\ncert = "%s"\nkey = "%s"\n'
+        '[keys]\nmaster = "master.key"\n[ledger]\npath = "pmeter-ledger.sqlite"\n'
+        '[service]\nqueue = true\nlisten = "127.0.0.1:%d"\nwait_s = 5\npoll_s = 0.2\n'
+        '[api]\npayment = ["%s"]\noperator = ["%s"]\nread = ["%s"]\n'
+        '[webhook]\nurl = "%s"\nsecret = "%s"\nretry_s = 0.2\n'
+        % (broker.host, broker.tls_port, pki.ca_cert, pki.client_cert("headend"), pki.client_key("headend"),
+           port, PAY, OPS, READ, hook.url, SECRET))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PMETER_")}
+    err = open(tmp_path / "service.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "pmeter", "headend", "serve", "--config", "headend.toml"],
+                            cwd=str(tmp_path), stdout=err, stderr=subprocess.STDOUT,
+                            env=dict(env, PYTHONPATH=str(ROOT)))
+    api = Api(port)
+    assert wait_for(lambda: proc.poll() is None and _answers(api)), (tmp_path / "service.log").read_text()
+    meters = []
+
+    def start(meter_id, **kw):
+        m = LiveMeter(broker, pki, meter_id, tmp_path / ("store-" + meter_id), **kw).start()
+        meters.append(m)
+        return m
+
+    yield api, start, hook, proc, tmp_path
+    for m in meters:
+        m.halt()
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+    err.close()
+    hook.server.shutdown()
+
+
+def _answers(api):
+    try:
+        return api.call("GET", "/api/v1/openapi.json")[0] == 200
+    except OSError:
+        return False
+
+
+def test_topup_through_the_api_reaches_the_online_meter_once_per_key_with_roles_and_signed_webhooks(svc):
+    api, start, hook, proc, tmp = svc
+    a = start(M1)  # no credit: alarm 2 and a cut
+    assert a.wait(lambda: a.meter.relay_state == "tripped_arrears")
+    # Roles and refusals, each a JSON error naming the field.
+    assert api.topup(M1, "20.00", "k1", token=None)[1]["error"]["field"] == "Authorization"
+    assert api.topup(M1, "20.00", "k1", token="not-a-token-at-all")[0] == 401
+    code, body = api.topup(M1, "20.00", "k1", token=READ)
+    assert code == 403 and body["error"]["field"] == "Authorization"
+    assert api.call("GET", "/api/v1/meters/" + M1, PAY)[0] == 403
+    assert api.call("POST", "/api/v1/meters/%s/commands" % M1, PAY, {"name": "set_mode", "args": {}})[0] == 403
+    for amount, field in ((50, "amount"), ("-1", "amount"), ("1.00001", "amount")):
+        code, body = api.topup(M1, amount, "k1")
+        assert code == 400 and body["error"]["field"] == field, body
+    code, body = api.call("POST", "/api/v1/meters/12345/topups", PAY, {"amount": "1", "idempotency_key": "k"})
+    assert code == 400 and body["error"]["field"] == "meter_id"
+    code, body = api.call("POST", "/api/v1/meters/%s/topups" % M1, PAY, {"amount": "1", "idempotency_key": "k",
+                                                                         "extra": 1})
+    assert code == 400 and body["error"]["field"] == "extra"
+    # The top-up: vended, delivered, applied; the exact new balance.
+    code, body = api.topup(M1, "20.00", "order-1")
+    assert code == 200, body
+    assert (body["status"], body["code"], body["balance"], body["replayed"]) == ("applied", "accepted", "20.0000",
+                                                                                  False)
+    assert a.meter.balance == 200000
+    # The same key again: served from the first answer, nothing vended.
+    code, again = api.topup(M1, "20.00", "order-1")
+    assert code == 200 and again["replayed"] is True and again["delivery_id"] == body["delivery_id"]
+    code, clash = api.topup(M1, "30.00", "order-1")
+    assert code == 409 and clash["error"]["field"] == "idempotency_key"
+    topups = [t for t in Ledger(str(tmp / "pmeter-ledger.sqlite")).tokens(M1) if t["kind"] == "topup"]
+    assert [t["amount"] for t in topups] == [200000]
+    assert a.meter.balance == 200000
+    # The shadow, read-only, with ages.
+    code, view = api.call("GET", "/api/v1/meters/" + M1, READ)
+    assert code == 200 and view["online"] is True and view["status"]["age_s"] >= 0
+    assert wait_for(lambda: api.call("GET", "/api/v1/meters/" + M1, OPS)[1]["balance"]["minor"] == 200000)
+    code, ev = api.call("GET", "/api/v1/meters/%s/events?limit=50" % M1, READ)
+    assert code == 200 and "close" in [e["kind"] for e in ev["events"]]
+    # Notifications: alarm 2 and the cut at boot, then the reconnection and
+    # alarm 1 (20 CNY is below alarm 1's 30); the first POST failed and was
+    # retried; every body is signed.
+    assert wait_for(lambda: all(hook.delivered(k) for k in ("alarm2", "cut", "reconnection", "alarm1"))), hook.got
+    assert hook.got[0][2] == 500
+    first = json.loads(hook.got[0][1])["id"]
+    assert [json.loads(b)["id"] for h, b, s in hook.got].count(first) == 2  # retried, then delivered
+    for headers, body_bytes, status in hook.got:
+        want = "sha256=" + hmac.new(SECRET.encode(), body_bytes, hashlib.sha256).hexdigest()
+        assert hmac.compare_digest(headers["X-Pmeter-Signature"], want)
+        assert headers["X-Pmeter-Delivery"] == json.loads(body_bytes)["id"]
+    assert hook.delivered("cut")[0]["meter_id"] == M1
+    # SIGTERM: a clean stop.
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(15) == 0
+    assert "stopped" in (tmp / "service.log").read_text()
+
+
+def test_topup_for_an_offline_meter_is_queued_and_delivered_after_its_birth(svc):
+    api, start, hook, proc, tmp = svc
+    code, body = api.topup(M2, "12.50", "order-offline")
+    assert code == 202 and body["status"] == "queued", body
+    # pmeter push with [service] queue = true enqueues through the same queue.
+    code, out, err = pmeter(tmp, "push", "--meter", M2, "--amount", "1", "--json")
+    assert code == 0, err
+    assert json.loads(out)["status"] == "queued"
+    b = start(M2)
+    assert wait_for(lambda: b.meter.balance == 135000), b.meter.balance
+
+    def statuses():
+        rows = api.call("GET", "/api/v1/meters/%s/deliveries" % M2, READ)[1]["deliveries"]
+        return [(r["status"], r["code"], r["sends"]) for r in rows]
+
+    assert wait_for(lambda: statuses() == [("applied", "accepted", 1)] * 2), statuses()
+    # The same key after delivery: the final answer, nothing new.
+    code, again = api.topup(M2, "12.50", "order-offline")
+    assert code == 200 and again["status"] == "applied" and again["replayed"] is True
+    # A push waiting for the meter's answer, through the running service.
+    code, out, err = pmeter(tmp, "push", "--meter", M2, "--amount", "2", "--wait", "--timeout", "20", "--json")
+    assert code == 0, (out, err)
+    res = json.loads(out)
+    assert (res["code"], res["balance"], res["status"]) == ("accepted", 155000, "applied")
+    assert b.meter.balance == 155000
