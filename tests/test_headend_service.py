@@ -22,7 +22,8 @@ import urllib.error
 import urllib.request
 
 import pytest
-from mosquitto import free_port, make_pki, shipped_tls
+import mosquitto
+from mosquitto import Broker, free_port, make_pki, shipped_tls
 from test_headend_live import ROOT, LiveMeter, pmeter
 
 from headend.ledger import Ledger
@@ -95,44 +96,66 @@ def wait_for(cond, timeout=15.0):
     return cond()
 
 
-@pytest.fixture
-def svc(tmp_path, mosquitto_factory):
-    pki = make_pki(tmp_path / "pki", clients=[M1, M2, "headend"])
-    broker = mosquitto_factory(**shipped_tls(pki))
-    (tmp_path / "master.key").write_text(bytes(range(32)).hex())
-    (tmp_path / "master.key").chmod(0o600)
-    hook = Receiver(fail=1)
-    port = free_port()
-    (tmp_path / "headend.toml").write_text(
-        '[broker]\nurl = "mqtts://%s:%d"\nca = "%s"\ncert = "%s"\nkey = "%s"\n'
-        '[keys]\nmaster = "master.key"\n[ledger]\npath = "pmeter-ledger.sqlite"\n'
-        '[service]\nqueue = true\nlisten = "127.0.0.1:%d"\nwait_s = 5\npoll_s = 0.2\n'
-        '[api]\npayment = ["%s"]\noperator = ["%s"]\nread = ["%s"]\n'
-        '[webhook]\nurl = "%s"\nsecret = "%s"\nretry_s = 0.2\n'
-        % (broker.host, broker.tls_port, pki.ca_cert, pki.client_cert("headend"), pki.client_key("headend"),
-           port, PAY, OPS, READ, hook.url, SECRET))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PMETER_")}
-    err = open(tmp_path / "service.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "pmeter", "headend", "serve", "--config", "headend.toml"],
-                            cwd=str(tmp_path), stdout=err, stderr=subprocess.STDOUT,
-                            env=dict(env, PYTHONPATH=str(ROOT)))
-    api = Api(port)
-    assert wait_for(lambda: proc.poll() is None and _answers(api)), (tmp_path / "service.log").read_text()
-    meters = []
+class Rig:
+    """The broker, the service process (on its headend.toml), the webhook receiver and live meters."""
 
-    def start(meter_id, **kw):
-        m = LiveMeter(broker, pki, meter_id, tmp_path / ("store-" + meter_id), **kw).start()
-        meters.append(m)
+    def __init__(self, tmp_path, monkeypatch, broker_first=True):
+        self.tmp = tmp_path
+        self.pki = make_pki(tmp_path / "pki", clients=[M1, M2, "headend"])
+        self.broker = Broker(tmp_path / "mosquitto", **shipped_tls(self.pki))
+        # The broker's ports are chosen now, so the config can name them
+        # before the broker runs (a service started while the broker is down).
+        ports = [free_port(), free_port()]
+        tls_port = ports[1]
+        monkeypatch.setattr(mosquitto, "free_port", lambda host=None: ports.pop(0))
+        if broker_first:
+            self.broker.start()
+        (tmp_path / "master.key").write_text(bytes(range(32)).hex())
+        (tmp_path / "master.key").chmod(0o600)
+        self.hook = Receiver(fail=1)
+        port = free_port()
+        (tmp_path / "headend.toml").write_text(
+            '[broker]\nurl = "mqtts://127.0.0.1:%d"\nca = "%s"\ncert = "%s"\nkey = "%s"\n'
+            '[keys]\nmaster = "master.key"\n[ledger]\npath = "pmeter-ledger.sqlite"\n'
+            '[service]\nqueue = true\nlisten = "127.0.0.1:%d"\nwait_s = 5\npoll_s = 0.2\n'
+            '[api]\npayment = ["%s"]\noperator = ["%s"]\nread = ["%s"]\n'
+            '[webhook]\nurl = "%s"\nsecret = "%s"\nretry_s = 0.2\n'
+            % (tls_port, self.pki.ca_cert, self.pki.client_cert("headend"), self.pki.client_key("headend"),
+               port, PAY, OPS, READ, self.hook.url, SECRET))
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PMETER_")}
+        self.log = open(tmp_path / "service.log", "w")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "pmeter", "headend", "serve", "--config", "headend.toml"], cwd=str(tmp_path),
+            stdout=self.log, stderr=subprocess.STDOUT, env=dict(env, PYTHONPATH=str(ROOT)))
+        self.api = Api(port)
+        self.meters = []
+        assert wait_for(lambda: self.proc.poll() is None and _answers(self.api)), self.log_text()
+
+    def log_text(self):
+        return (self.tmp / "service.log").read_text()
+
+    def start(self, meter_id, **kw):
+        """A live meter, connected."""
+        m = LiveMeter(self.broker, self.pki, meter_id, self.tmp / ("store-" + meter_id), **kw).start()
+        self.meters.append(m)
         return m
 
-    yield api, start, hook, proc, tmp_path
-    for m in meters:
-        m.halt()
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait()
-    err.close()
-    hook.server.shutdown()
+    def close(self):
+        for m in self.meters:
+            m.halt()
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+        self.hook.server.shutdown()
+        self.broker.stop()
+
+
+@pytest.fixture
+def rig(tmp_path, monkeypatch):
+    r = Rig(tmp_path, monkeypatch)
+    yield r
+    r.close()
 
 
 def _answers(api):
@@ -142,8 +165,8 @@ def _answers(api):
         return False
 
 
-def test_topup_through_the_api_reaches_the_online_meter_once_per_key_with_roles_and_signed_webhooks(svc):
-    api, start, hook, proc, tmp = svc
+def test_topup_through_the_api_reaches_the_online_meter_once_per_key_with_roles_and_signed_webhooks(rig):
+    api, start, hook, proc, tmp = rig.api, rig.start, rig.hook, rig.proc, rig.tmp
     a = start(M1)  # no credit: alarm 2 and a cut
     assert a.wait(lambda: a.meter.relay_state == "tripped_arrears")
     # Roles and refusals, each a JSON error naming the field.
@@ -199,8 +222,8 @@ def test_topup_through_the_api_reaches_the_online_meter_once_per_key_with_roles_
     assert "stopped" in (tmp / "service.log").read_text()
 
 
-def test_topup_for_an_offline_meter_is_queued_and_delivered_after_its_birth(svc):
-    api, start, hook, proc, tmp = svc
+def test_topup_for_an_offline_meter_is_queued_and_delivered_after_its_birth(rig):
+    api, start, hook, proc, tmp = rig.api, rig.start, rig.hook, rig.proc, rig.tmp
     code, body = api.topup(M2, "12.50", "order-offline")
     assert code == 202 and body["status"] == "queued", body
     # pmeter push with [service] queue = true enqueues through the same queue.
@@ -224,3 +247,27 @@ def test_topup_for_an_offline_meter_is_queued_and_delivered_after_its_birth(svc)
     res = json.loads(out)
     assert (res["code"], res["balance"], res["status"]) == ("accepted", 155000, "applied")
     assert b.meter.balance == 155000
+
+
+def test_the_service_started_while_the_broker_is_down_serves_and_delivers_once_it_is_up(tmp_path, monkeypatch):
+    rig = Rig(tmp_path, monkeypatch, broker_first=False)
+    try:
+        # No broker: the API still vends and queues, and the process lives on.
+        code, body = rig.api.topup(M1, "5", "while-down")
+        assert code == 202 and body["status"] == "queued", body
+        assert rig.proc.poll() is None
+        rig.broker.start()  # on the port the config names: the service reconnects by itself
+        a = rig.start(M1)
+        assert wait_for(lambda: a.meter.balance == 50000, 30), rig.log_text()
+        # A batch through the queue: the online meter answers, the offline one stays queued.
+        (tmp_path / "two.csv").write_text("%s\n%s\n" % (M1, M2))
+        code, out, err = pmeter(tmp_path, "batch", "--csv", "two.csv", "--command", "set_mode", "--arg",
+                                "mode=postpaid", "--timeout", "3", "--json")
+        assert code == 1, (out, err)
+        assert [(r["meter_id"], r["result"]) for r in json.loads(out)["results"]] == [
+            (M1, "accepted"), (M2, "pending")]
+        assert a.meter.payment_mode == "postpaid"
+        rig.proc.send_signal(signal.SIGTERM)
+        assert rig.proc.wait(15) == 0
+    finally:
+        rig.close()
