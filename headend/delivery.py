@@ -204,6 +204,10 @@ class Deliverer:
         self.poll_s = poll_s
         self.log = log or (lambda msg: None)
         self._kicks = queue.Queue()
+        # meter -> True after its birth, False after a status message (a new
+        # connection starts with its status, then its birth): the sweep waits
+        # for the birth, which re-sends everything once.
+        self._born = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="deliverer", daemon=True)
 
@@ -222,9 +226,14 @@ class Deliverer:
         """Deliver ``meter``'s rows now: queued ones, and with ``resend`` the sent ones too (after its birth)."""
         self._kicks.put((meter, resend))
 
-    def listen(self, meter, leaf, fields):
+    def listen(self, meter, leaf, fields, retained=False):
         """HeadEnd listener: a birth re-sends, an ack settles its row."""
-        if leaf == "birth":
+        if leaf == "status" and retained:
+            self._born.pop(meter, None)  # a snapshot on (re)subscribing: the shadow's status decides
+        elif leaf == "status":
+            self._born[meter] = False
+        elif leaf == "birth":
+            self._born[meter] = True
             self.kick(meter, resend=True)
         elif leaf == "ack" and isinstance(fields.get("b"), dict):
             body = fields["b"]
@@ -233,7 +242,10 @@ class Deliverer:
                 self.queue.settle(meter, body["r"], bal, int(time.time()))
 
     def online(self, meter):
-        """True if ``meter``'s last status in the shadow is online."""
+        """True if ``meter`` was born since its last status message, or (nothing from it
+        since the service started) its last status in the shadow is online."""
+        if meter in self._born:
+            return self._born[meter]
         rows = self.head.shadow.meters(meter)
         return bool(rows) and rows[0]["status"] == "online"
 

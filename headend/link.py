@@ -123,7 +123,7 @@ class HeadEnd:
         self.session_expiry_s = session_expiry_s
         self._worker = threading.Thread(target=self._work, daemon=True)
         self._states = {}  # meter -> its last state body recorded (wait_state)
-        # Called as f(meter_id, leaf, fields) on the worker after each message
+        # Called as f(meter_id, leaf, fields, retained) on the worker after each message
         # is in the shadow (the service's delivery queue and notifications).
         self.listeners = []
         self._state_cv = threading.Condition()
@@ -219,7 +219,7 @@ class HeadEnd:
         if self.shadow is not None:
             self.shadow.record(meter_id, leaf, fields, int(time.time()))
         for listener in self.listeners:
-            listener(meter_id, leaf, fields)
+            listener(meter_id, leaf, fields, retained)
         if leaf == topics.STATE and isinstance(fields.get("b"), dict):
             with self._state_cv:
                 self._states[meter_id] = fields["b"]

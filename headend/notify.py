@@ -77,7 +77,7 @@ class Outbox:
         with ledger.lock:
             ledger.db.executescript(SCHEMA)
 
-    def listen(self, meter, leaf, fields):
+    def listen(self, meter, leaf, fields, retained=False):
         """HeadEnd listener: record the notification of a message (once per dedup key) and log it."""
         found = classify(meter, leaf, fields)
         if found is None:

@@ -117,7 +117,7 @@ class Rig:
         (tmp_path / "headend.toml").write_text(
             '[broker]\nurl = "mqtts://127.0.0.1:%d"\nca = "%s"\ncert = "%s"\nkey = "%s"\n'
             '[keys]\nmaster = "master.key"\n[ledger]\npath = "pmeter-ledger.sqlite"\n'
-            '[service]\nqueue = true\nlisten = "127.0.0.1:%d"\nwait_s = 5\npoll_s = 0.2\n'
+            '[service]\nqueue = true\nlisten = "127.0.0.1:%d"\nwait_s = 3\npoll_s = 0.2\n'
             '[api]\npayment = ["%s"]\noperator = ["%s"]\nread = ["%s"]\n'
             '[webhook]\nurl = "%s"\nsecret = "%s"\nretry_s = 0.2\n'
             % (tls_port, self.pki.ca_cert, self.pki.client_cert("headend"), self.pki.client_key("headend"),
@@ -247,6 +247,15 @@ def test_topup_for_an_offline_meter_is_queued_and_delivered_after_its_birth(rig)
     res = json.loads(out)
     assert (res["code"], res["balance"], res["status"]) == ("accepted", 155000, "applied")
     assert b.meter.balance == 155000
+    # The meter vanishes without a word (its retained status still says
+    # online): the next top-up is published into the void, then re-sent
+    # after the meter's next birth, and applied once.
+    b.halt()
+    code, body = api.topup(M2, "3.00", "order-void")
+    assert code == 202 and body["status"] == "sent" and body["sends"] == 1, body
+    b = start(M2)
+    assert wait_for(lambda: statuses()[-1] == ("applied", "accepted", 2)), statuses()
+    assert b.meter.balance == 185000
 
 
 def test_the_service_started_while_the_broker_is_down_serves_and_delivers_once_it_is_up(tmp_path, monkeypatch):
