@@ -35,6 +35,11 @@ class Service:
         host, port, tls, client_id = st.broker()
         self.where = "%s:%d" % (host, port)
         self.ttl_s = st.service("service", "ttl_s")
+        url, secret = st.service("webhook", "url"), st.service("webhook", "secret")
+        if url is not None and secret is None:
+            raise BadInput("webhook.secret", "required with webhook.url (the key notifications are signed with)")
+        if url is not None and not url.startswith(("http://", "https://")):
+            raise BadInput("webhook.url", "must be an http:// or https:// URL, got %r" % url)
         self.shadow = st.shadow()
         self.queue = Queue(self.shadow.ledger)
         self.outbox = Outbox(self.shadow.ledger, log)
@@ -43,13 +48,7 @@ class Service:
         self.deliverer = Deliverer(self.head, self.queue, st.service("service", "poll_s"), log)
         self.head.listeners.extend([self.deliverer.listen, self.outbox.listen])
         self.webhook = None
-        url = st.service("webhook", "url")
         if url is not None:
-            secret = st.service("webhook", "secret")
-            if secret is None:
-                raise BadInput("webhook.secret", "required with webhook.url (the key notifications are signed with)")
-            if not url.startswith(("http://", "https://")):
-                raise BadInput("webhook.url", "must be an http:// or https:// URL, got %r" % url)
             self.webhook = Webhook(self.outbox, url, secret, st.service("webhook", "retry_s"),
                                    st.service("webhook", "max_retry_s"), log)
 

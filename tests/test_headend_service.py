@@ -280,3 +280,23 @@ def test_the_service_started_while_the_broker_is_down_serves_and_delivers_once_i
         assert rig.proc.wait(15) == 0
     finally:
         rig.close()
+
+
+@pytest.mark.parametrize("extra, field", [
+    ('[service]\nfoo = 1\n', "service.foo"),
+    ('[service]\nqueue = "yes"\n', "service.queue"),
+    ('[service]\nlisten = "nowhere"\n[api]\nread = ["%s"]\n' % READ, "service.listen"),
+    ('[api]\nread = ["short"]\n', "api.read"),
+    ('[service]\nwait_s = -1\n', "service.wait_s"),
+    ('', "api: no bearer tokens"),
+    ('[api]\nread = ["%s"]\n[webhook]\nurl = "http://127.0.0.1:9/x"\n' % READ, "webhook.secret"),
+    ('[api]\nread = ["%s"]\n[webhook]\nurl = "ftp://x"\nsecret = "s"\n' % READ, "webhook.url"),
+])
+def test_serve_refuses_a_bad_config_naming_the_key(tmp_path, extra, field):
+    (tmp_path / "master.key").write_text(bytes(range(32)).hex())
+    (tmp_path / "master.key").chmod(0o600)
+    (tmp_path / "headend.toml").write_text('[broker]\nurl = "mqtt://127.0.0.1:9"\n[keys]\nmaster = "master.key"\n'
+                                           + extra)
+    code, out, err = pmeter(tmp_path, "headend", "serve")
+    assert code == 2 and field in err, err
+    assert not (tmp_path / "pmeter-ledger.sqlite").exists()
