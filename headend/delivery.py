@@ -273,8 +273,8 @@ class Deliverer:
             self._deliver(meter, False)
 
     def _deliver(self, meter, resend):
-        if not self.online(meter):
-            return
+        if not self.head.client.is_connected() or not self.online(meter):
+            return  # the next birth (after the head-end reconnects) or sweep delivers
         now = int(time.time())
         for row in self.queue.items(meter, ("queued", "sent") if resend else ("queued",)):
             if row["expires"] <= now:

@@ -204,6 +204,15 @@ def test_topup_through_the_api_reaches_the_online_meter_once_per_key_with_roles_
     assert wait_for(lambda: api.call("GET", "/api/v1/meters/" + M1, OPS)[1]["balance"]["minor"] == 200000)
     code, ev = api.call("GET", "/api/v1/meters/%s/events?limit=50" % M1, READ)
     assert code == 200 and "close" in [e["kind"] for e in ev["events"]]
+    # Commands, operators only, checked by the meter core's rules first.
+    cmd = "/api/v1/meters/%s/commands" % M1
+    code, body = api.call("POST", cmd, OPS, {"name": "set_limits", "args": {"alarm2": "x"}})
+    assert code == 400 and body["error"]["field"] == "args", body
+    code, body = api.call("POST", cmd, OPS, {"name": "self_destruct"})
+    assert code == 400 and body["error"]["field"] == "name", body
+    code, body = api.call("POST", cmd, OPS, {"name": "set_mode", "args": {"mode": "postpaid"}})
+    assert code == 200 and (body["status"], body["code"], body["command"]) == ("applied", "accepted", "set_mode")
+    assert a.meter.payment_mode == "postpaid"
     # Notifications: alarm 2 and the cut at boot, then the reconnection and
     # alarm 1 (20 CNY is below alarm 1's 30); the first POST failed and was
     # retried; every body is signed.
@@ -300,3 +309,23 @@ def test_serve_refuses_a_bad_config_naming_the_key(tmp_path, extra, field):
     code, out, err = pmeter(tmp_path, "headend", "serve")
     assert code == 2 and field in err, err
     assert not (tmp_path / "pmeter-ledger.sqlite").exists()
+
+
+def test_queue_expires_open_items_and_a_late_acceptance_still_counts(tmp_path):
+    from headend.delivery import Queue
+    from headend.shadow import Shadow
+
+    shadow = Shadow(str(tmp_path / "l.sqlite"))
+    q = Queue(shadow.ledger)
+    row, replayed = q.topup(bytes(range(32)), M1, 100, 60, key="k", wall=1000)
+    assert (row["status"], row["expires"], replayed) == ("queued", 1060, False)
+    assert q.expire(1059) == [] and q.expire(1060) == [row["id"]]
+    assert q.get(row["id"])["status"] == "expired"
+    # The meter did apply it after all (its ack came late): applied wins.
+    shadow.record(M1, "ack", {"q": 1, "b": {"r": row["ref"], "code": "accepted", "bal": 100}}, 1100)
+    assert q.settle(M1, row["ref"], 100, 1100)["status"] == "applied"
+    # A conflicting reuse of the key vends nothing.
+    with pytest.raises(ValueError):
+        q.topup(bytes(range(32)), M1, 200, 60, key="k", wall=1000)
+    assert [t["amount"] for t in shadow.ledger.tokens(M1)] == [100]
+    shadow.close()
