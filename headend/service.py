@@ -12,7 +12,6 @@ file before it exits.  All state is in the ledger's SQLite file.
 
 import signal
 import sys
-import threading
 
 from . import options
 from .delivery import Deliverer, Queue
@@ -123,10 +122,10 @@ def _serve(args):
     server = uvicorn.Server(uvicorn.Config(api.app(svc, tokens, st.service("service", "wait_s")), host=host,
                                            port=port, log_level="warning", access_log=False, lifespan="off"))
     # uvicorn stops on SIGTERM/SIGINT, then re-raises the signal to the
-    # handlers it found: these, so the process ends through ``finally``.
-    stopping = threading.Event()
+    # handlers it found: these do nothing, so the process ends through
+    # ``finally`` (with everything in the file) instead of being killed.
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *a: stopping.set())
+        signal.signal(sig, lambda *a: None)
     svc.start()
     log("serving http://%s:%d (broker %s, ledger %s)" % (host, port, svc.where, st.get("ledger")))
     try:
