@@ -91,8 +91,11 @@ class HeadEnd:
     """A connected head-end: push commands, collect acks, feed the shadow."""
 
     def __init__(self, fleet, shadow, host, port, tls=None, client_id=None, username=None,
-                 password=None, protocol=mqtt.MQTTv5, session_expiry_s=7 * 86400):
+                 password=None, protocol=mqtt.MQTTv5, session_expiry_s=7 * 86400, group=None):
         self.fleet = fleet
+        # With a group, a shared subscription ($share/<group>/...): the broker
+        # splits the meters' messages between the head-ends of the group.
+        self.group = group
         self.shadow = shadow
         self._acks = {}  # ref -> Queue of ack fields
         self._lock = threading.Lock()
@@ -172,8 +175,8 @@ class HeadEnd:
         if reason_code.is_failure:
             return
         nodelay(client)
-        subs = [(topics.fleet(leaf, self.fleet.prefix), 1) for leaf in topics.METER_LEAVES]
-        client.subscribe(subs)
+        share = "$share/%s/" % self.group if self.group else ""
+        client.subscribe([(share + topics.fleet(leaf, self.fleet.prefix), 1) for leaf in topics.METER_LEAVES])
 
     def _on_message(self, client, userdata, msg):
         # Keep paho's thread quick: SQLite work happens on our worker.  An

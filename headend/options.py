@@ -132,6 +132,8 @@ SERVICE_KEYS = {
         "wait_s": (float, 10.0, "how long an API top-up or command waits for the meter's answer"),
         "ttl_s": (int, 7 * 86400, "a queued top-up or command not applied within this many seconds expires"),
         "poll_s": (float, 0.5, "how often the queue is checked for items other processes added"),
+        "group": (str, None, "shared subscription group: service instances of one group split the meters' "
+                             "messages (each needs its own certificate/client id)"),
     },
     "api": {
         "payment": (list, [], "bearer tokens of payment channels (top-ups only)"),

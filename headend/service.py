@@ -39,10 +39,14 @@ class Service:
             raise BadInput("webhook.secret", "required with webhook.url (the key notifications are signed with)")
         if url is not None and not url.startswith(("http://", "https://")):
             raise BadInput("webhook.url", "must be an http:// or https:// URL, got %r" % url)
+        group = st.service("service", "group")
+        if group is not None and (any(c in group for c in "/+#") or not group.isprintable()):
+            raise BadInput("service.group", "must be a name without /, + or #, got %r" % group)
         self.shadow = st.shadow()
         self.queue = Queue(self.shadow.ledger)
         self.outbox = Outbox(self.shadow.ledger, log)
-        self.head = HeadEnd(Fleet(key), self.shadow, host, port, tls=tls, client_id=client_id)
+        self.head = HeadEnd(Fleet(key), self.shadow, host, port, tls=tls, client_id=client_id,
+                            group=group)
         self.head.client.reconnect_delay_set(1, 30)
         self.deliverer = Deliverer(self.head, self.queue, st.service("service", "poll_s"), log)
         self.head.listeners.extend([self.deliverer.listen, self.outbox.listen])

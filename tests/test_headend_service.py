@@ -99,40 +99,51 @@ def wait_for(cond, timeout=15.0):
 class Rig:
     """The broker, the service process (on its headend.toml), the webhook receiver and live meters."""
 
-    def __init__(self, tmp_path, monkeypatch, broker_first=True):
+    def __init__(self, tmp_path, monkeypatch, broker_first=True, group=None):
         self.tmp = tmp_path
-        self.pki = make_pki(tmp_path / "pki", clients=[M1, M2, "headend"])
+        self.pki = make_pki(tmp_path / "pki", clients=[M1, M2, "headend", "headend-ops"])
         self.broker = Broker(tmp_path / "mosquitto", **shipped_tls(self.pki))
         # The broker's ports are chosen now, so the config can name them
         # before the broker runs (a service started while the broker is down).
         ports = [free_port(), free_port()]
-        tls_port = ports[1]
+        self.tls_port = ports[1]
         monkeypatch.setattr(mosquitto, "free_port", lambda host=None: ports.pop(0))
         if broker_first:
             self.broker.start()
         (tmp_path / "master.key").write_text(bytes(range(32)).hex())
         (tmp_path / "master.key").chmod(0o600)
         self.hook = Receiver(fail=1)
+        self.group = group
+        self.meters = []
+        self.procs = []
+        self.api, self.proc = self.serve("headend")
+
+    def serve(self, name):
+        """Start a service process with certificate ``name`` (its own config and port): (Api, process)."""
         port = free_port()
-        (tmp_path / "headend.toml").write_text(
+        (self.tmp / (name + ".toml")).write_text(
             '[broker]\nurl = "mqtts://127.0.0.1:%d"\nca = "%s"\ncert = "%s"\nkey = "%s"\n'
             '[keys]\nmaster = "master.key"\n[ledger]\npath = "pmeter-ledger.sqlite"\n'
-            '[service]\nqueue = true\nlisten = "127.0.0.1:%d"\nwait_s = 3\npoll_s = 0.2\n'
+            '[service]\nqueue = true\nlisten = "127.0.0.1:%d"\nwait_s = 3\npoll_s = 0.2\n%s'
             '[api]\npayment = ["%s"]\noperator = ["%s"]\nread = ["%s"]\n'
             '[webhook]\nurl = "%s"\nsecret = "%s"\nretry_s = 0.2\n'
-            % (tls_port, self.pki.ca_cert, self.pki.client_cert("headend"), self.pki.client_key("headend"),
-               port, PAY, OPS, READ, self.hook.url, SECRET))
+            % (self.tls_port, self.pki.ca_cert, self.pki.client_cert(name), self.pki.client_key(name), port,
+               'group = "%s"\n' % self.group if self.group else "", PAY, OPS, READ, self.hook.url, SECRET))
+        if name == "headend":  # what pmeter push and batch read in this folder
+            (self.tmp / "headend.toml").write_text((self.tmp / (name + ".toml")).read_text())
         env = {k: v for k, v in os.environ.items() if not k.startswith("PMETER_")}
-        self.log = open(tmp_path / "service.log", "w")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pmeter", "headend", "serve", "--config", "headend.toml"], cwd=str(tmp_path),
-            stdout=self.log, stderr=subprocess.STDOUT, env=dict(env, PYTHONPATH=str(ROOT)))
-        self.api = Api(port)
-        self.meters = []
-        assert wait_for(lambda: self.proc.poll() is None and _answers(self.api)), self.log_text()
+        log = open(self.tmp / (name + ".log"), "w")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pmeter", "headend", "serve", "--config", name + ".toml"], cwd=str(self.tmp),
+            stdout=log, stderr=subprocess.STDOUT, env=dict(env, PYTHONPATH=str(ROOT)))
+        log.close()
+        self.procs.append(proc)
+        api = Api(port)
+        assert wait_for(lambda: proc.poll() is None and _answers(api)), self.log_text(name)
+        return api, proc
 
-    def log_text(self):
-        return (self.tmp / "service.log").read_text()
+    def log_text(self, name="headend"):
+        return (self.tmp / (name + ".log")).read_text()
 
     def start(self, meter_id, **kw):
         """A live meter, connected."""
@@ -143,10 +154,10 @@ class Rig:
     def close(self):
         for m in self.meters:
             m.halt()
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        self.log.close()
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
         self.hook.server.shutdown()
         self.broker.stop()
 
@@ -228,7 +239,7 @@ def test_topup_through_the_api_reaches_the_online_meter_once_per_key_with_roles_
     # SIGTERM: a clean stop.
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(15) == 0
-    assert "stopped" in (tmp / "service.log").read_text()
+    assert "stopped" in rig.log_text()
 
 
 def test_topup_for_an_offline_meter_is_queued_and_delivered_after_its_birth(rig):
@@ -329,3 +340,26 @@ def test_queue_expires_open_items_and_a_late_acceptance_still_counts(tmp_path):
         q.topup(bytes(range(32)), M1, 200, 60, key="k", wall=1000)
     assert [t["amount"] for t in shadow.ledger.tokens(M1)] == [100]
     shadow.close()
+
+
+def test_two_instances_in_one_group_share_the_meters_messages_and_one_idempotency_key(tmp_path, monkeypatch):
+    rig = Rig(tmp_path, monkeypatch, group="headends")
+    try:
+        api2, proc2 = rig.serve("headend-ops")
+        a = rig.start(M1)
+        assert a.wait(lambda: a.meter.relay_state == "tripped_arrears")
+        # Acks reach either instance (the broker splits them); each top-up is
+        # answered wherever it was asked, through the shared file.
+        for i, api in enumerate((rig.api, api2, rig.api, api2)):
+            code, body = api.topup(M1, "1", "pay-%d" % i)
+            assert code == 200 and body["status"] == "applied", (body, rig.log_text(), rig.log_text("headend-ops"))
+        assert a.meter.balance == 40000
+        # One key sent to both instances: one vend.
+        first = rig.api.topup(M1, "2", "both")[1]
+        second = api2.topup(M1, "2", "both")[1]
+        assert (first["replayed"], second["replayed"]) == (False, True)
+        assert second["delivery_id"] == first["delivery_id"]
+        assert a.meter.balance == 60000
+        assert len(Ledger(str(tmp_path / "pmeter-ledger.sqlite")).tokens(M1)) == 5
+    finally:
+        rig.close()
