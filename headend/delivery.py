@@ -198,7 +198,7 @@ class Deliverer:
     its listeners.  One thread does every publish, in order.
     """
 
-    def __init__(self, head, q, poll_s=0.5, log=None):
+    def __init__(self, head, q, poll_s=0.5, log=None, shared=False):
         self.head = head
         self.queue = q
         self.poll_s = poll_s
@@ -206,8 +206,10 @@ class Deliverer:
         self._kicks = queue.Queue()
         # meter -> True after its birth, False after a status message (a new
         # connection starts with its status, then its birth): the sweep waits
-        # for the birth, which re-sends everything once.
-        self._born = {}
+        # for the birth, which re-sends everything once.  Not on a shared
+        # subscription (``shared``): a meter's status and birth may reach
+        # different instances, so only the shadow's status counts.
+        self._born = None if shared else {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="deliverer", daemon=True)
 
@@ -228,12 +230,15 @@ class Deliverer:
 
     def listen(self, meter, leaf, fields, retained=False):
         """HeadEnd listener: a birth re-sends, an ack settles its row."""
-        if leaf == "status" and retained:
-            self._born.pop(meter, None)  # a snapshot on (re)subscribing: the shadow's status decides
-        elif leaf == "status":
-            self._born[meter] = False
+        born = self._born
+        if leaf == "status" and born is not None:
+            if retained:
+                born.pop(meter, None)  # a snapshot on (re)subscribing: the shadow's status decides
+            else:
+                born[meter] = False
         elif leaf == "birth":
-            self._born[meter] = True
+            if born is not None:
+                born[meter] = True
             self.kick(meter, resend=True)
         elif leaf == "ack" and isinstance(fields.get("b"), dict):
             body = fields["b"]
@@ -244,8 +249,9 @@ class Deliverer:
     def online(self, meter):
         """True if ``meter`` was born since its last status message, or (nothing from it
         since the service started) its last status in the shadow is online."""
-        if meter in self._born:
-            return self._born[meter]
+        born = self._born
+        if born is not None and meter in born:
+            return born[meter]
         rows = self.head.shadow.meters(meter)
         return bool(rows) and rows[0]["status"] == "online"
 

@@ -48,7 +48,7 @@ class Service:
         self.head = HeadEnd(Fleet(key), self.shadow, host, port, tls=tls, client_id=client_id,
                             group=group)
         self.head.client.reconnect_delay_set(1, 30)
-        self.deliverer = Deliverer(self.head, self.queue, st.service("service", "poll_s"), log)
+        self.deliverer = Deliverer(self.head, self.queue, st.service("service", "poll_s"), log, shared=bool(group))
         self.head.listeners.extend([self.deliverer.listen, self.outbox.listen])
         self.webhook = None
         if url is not None:
