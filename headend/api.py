@@ -75,6 +75,19 @@ async def _body(request, allowed, required):
     return data
 
 
+def _amount(value, low):
+    if not isinstance(value, str):
+        raise ApiError(400, "bad_amount", "amount", "must be a string like \"50.00\" (no floats for money)")
+    try:
+        amount = parse_amount(value)
+    except ValueError as e:
+        raise ApiError(400, "bad_amount", "amount", str(e))
+    if not low <= amount <= tokens_mqtt.MAX_AMOUNT:
+        raise ApiError(400, "bad_amount", "amount", "must be %s and at most %s"
+                       % ("above 0" if low else "0 or more", format_amount(tokens_mqtt.MAX_AMOUNT)))
+    return amount
+
+
 def _key(data, required):
     key = data.get("idempotency_key")
     if key is None and not required:
@@ -129,15 +142,7 @@ class Api:
         role = self.role(request, "topup")
         meter = _meter(request)
         data = await _body(request, ("amount", "idempotency_key"), ("amount", "idempotency_key"))
-        if not isinstance(data["amount"], str):
-            raise ApiError(400, "bad_amount", "amount", "must be a string like \"50.00\" (no floats for money)")
-        try:
-            amount = parse_amount(data["amount"])
-        except ValueError as e:
-            raise ApiError(400, "bad_amount", "amount", str(e))
-        if not 1 <= amount <= tokens_mqtt.MAX_AMOUNT:
-            raise ApiError(400, "bad_amount", "amount", "must be above 0 and at most %s" % format_amount(
-                tokens_mqtt.MAX_AMOUNT))
+        amount = _amount(data["amount"], 1)
         key = _key(data, True)
         return await self._deliver(self.service.topup, meter, amount, key, "api:" + role)
 
@@ -156,6 +161,15 @@ class Api:
             raise ApiError(400, "bad_command", "name" if "unknown command" in problem else "args", problem)
         key = _key(data, False)
         return await self._deliver(self.service.command, meter, (name, args), key, "api:" + role)
+
+    async def warning(self, request):
+        """PUT /api/v1/meters/{meter_id}/warning: the customer's warning amount (alarm 1), as set_limits."""
+        role = self.role(request, "command")
+        meter = _meter(request)
+        data = await _body(request, ("amount", "idempotency_key"), ("amount",))
+        amount = _amount(data["amount"], 0)
+        return await self._deliver(self.service.command, meter, ("set_limits", {"alarm1": amount}),
+                                   _key(data, False), "api:" + role)
 
     async def _deliver(self, issue, meter, what, key, source):
         try:
@@ -239,6 +253,7 @@ def app(service, tokens, wait_s):
         Route(m + "/deliveries", api.deliveries, methods=["GET"]),
         Route(m + "/topups", api.topup, methods=["POST"]),
         Route(m + "/commands", api.command, methods=["POST"]),
+        Route(m + "/warning", api.warning, methods=["PUT"]),
     ], exception_handlers={ApiError: api_error, HTTPException: http_error})
 
 
@@ -288,6 +303,11 @@ OPENAPI = {
             {"type": "object", "required": ["name"], "additionalProperties": False,
              "properties": {"name": {"type": "string", "example": "set_limits"}, "args": {"type": "object"},
                             "idempotency_key": {"type": "string"}}})},
+        "/api/v1/meters/{meter_id}/warning": {"put": _op(
+            "Set the customer's warning amount (alarm 1): a set_limits command to the meter", "operator",
+            {"200": _DELIVERY, "202": _DELIVERY},
+            {"type": "object", "required": ["amount"], "additionalProperties": False,
+             "properties": {"amount": {"type": "string", "example": "30.00"}, "idempotency_key": {"type": "string"}}})},
         "/api/v1/meters/{meter_id}": {"get": _op(
             "The meter's shadow: status, balance, relay, energy, telemetry, each with its age; open deliveries",
             "read, operator", {"200": {"description": "the shadow"}})},

@@ -224,6 +224,12 @@ def test_topup_through_the_api_reaches_the_online_meter_once_per_key_with_roles_
     code, body = api.call("POST", cmd, OPS, {"name": "set_mode", "args": {"mode": "postpaid"}})
     assert code == 200 and (body["status"], body["code"], body["command"]) == ("applied", "accepted", "set_mode")
     assert a.meter.payment_mode == "postpaid"
+    # The customer's warning amount (alarm 1): 15 CNY, below the balance of 20.
+    warn = "/api/v1/meters/%s/warning" % M1
+    assert api.call("PUT", warn, PAY, {"amount": "15.00"})[0] == 403
+    code, body = api.call("PUT", warn, OPS, {"amount": "15.00"})
+    assert code == 200 and (body["status"], body["code"]) == ("applied", "accepted"), body
+    assert a.meter.limits["alarm1"] == 150000
     # Notifications: alarm 2 and the cut at boot, then the reconnection and
     # alarm 1 (20 CNY is below alarm 1's 30); the first POST failed and was
     # retried; every body is signed.
