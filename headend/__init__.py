@@ -4,7 +4,9 @@
 - ``ledger``: SQLite record of every token issued (sequences never reused);
 - ``vend``: MQTT token bytes and OpenPAYGO keypad digits;
 - ``batch``: one command to many meters from a CSV, with a result table;
-- ``cli``: the ``pmeter keys|vend|token|batch`` subcommands.
+- ``cli``: the ``pmeter keys|vend|token|batch`` subcommands;
+- ``service``: ``pmeter headend serve``, over ``delivery`` (the queue of
+  top-ups and commands), ``notify`` (webhook and log) and ``api`` (HTTP).
 """
 
 MONEY_SCALE = 10000

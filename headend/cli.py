@@ -375,7 +375,47 @@ def _batch(args):
         raise BadInput("--csv", "%s: %s" % (args.csv, e))
     if args.out:
         _writable_file(args.out, "--out")
-    conn = options.Connection(Settings(args))
+    st = Settings(args)
+    if st.service("service", "queue"):
+        out = _batch_queued(st, rows, name, cargs, ttl, timeout)
+    else:
+        out = _batch_direct(st, rows, name, cargs, timeout)
+        if isinstance(out, int):
+            return out
+    ok = sum(1 for r in out if r["result"] == results.ACCEPTED)
+    pending = sum(1 for r in out if r["result"] == "pending")
+    summary = {"accepted": ok, "refused": len(out) - ok - pending, "pending": pending}
+    lines = ["%-6s %-14s %-12s %-20s %s" % ("line", "meter_id", "ref", "result", "balance CNY")]
+    for r in out:
+        lines.append("%-6s %-14s %-12s %-20s %s" % (r["line"], r["meter_id"], r["ref"], r["result"], r["balance"] or "-"))
+    lines.append("%d accepted, %d refused, %d pending" % (ok, summary["refused"], pending))
+    if pending and st.service("service", "queue"):
+        lines.append("pending: no answer within %g s. The head-end service keeps each command queued and sends it "
+                     "when its meter comes online, until it is applied or expires (pmeter status)." % timeout)
+    elif pending:
+        lines.append("pending: no answer within %g s. Each command was published once and is not re-sent: a meter "
+                     "offline now never receives it; one online may still answer (the next head-end command with "
+                     "this client id records it; see pmeter status)." % timeout)
+    code = 0 if ok == len(out) else 1
+    if args.out:
+        import csv
+
+        try:
+            with open(args.out, "w", newline="", encoding="utf-8") as f:
+                w = csv.DictWriter(f, BATCH_COLUMNS)
+                w.writeheader()
+                for r in out:
+                    w.writerow(r)
+        except OSError as e:
+            lines.append("could not write %s: %s (the table above is the result)" % (args.out, e.strerror or e))
+            code = 1
+    _print(args, dict(summary, results=out), lines)
+    return code
+
+
+def _batch_direct(st, rows, name, cargs, timeout):
+    # Publish once to each meter and collect the acks: the result rows, or an exit code.
+    conn = options.Connection(st)
     code = conn.start()
     if code is not None:
         return code
@@ -395,32 +435,33 @@ def _batch(args):
             r["result"] = ack["b"].get("code")
             bal = ack["b"].get("bal")
             r["balance"] = format_amount(bal) if isinstance(bal, int) else None
-    ok = sum(1 for r in out if r["result"] == results.ACCEPTED)
-    pending = sum(1 for r in out if r["result"] == "pending")
-    summary = {"accepted": ok, "refused": len(out) - ok - pending, "pending": pending}
-    lines = ["%-6s %-14s %-12s %-20s %s" % ("line", "meter_id", "ref", "result", "balance CNY")]
-    for r in out:
-        lines.append("%-6s %-14s %-12s %-20s %s" % (r["line"], r["meter_id"], r["ref"], r["result"], r["balance"] or "-"))
-    lines.append("%d accepted, %d refused, %d pending" % (ok, summary["refused"], pending))
-    if pending:
-        lines.append("pending: no answer within %g s. Each command was published once and is not re-sent: a meter "
-                     "offline now never receives it; one online may still answer (the next head-end command with "
-                     "this client id records it; see pmeter status)." % timeout)
-    code = 0 if ok == len(out) else 1
-    if args.out:
-        import csv
+    return out
 
-        try:
-            with open(args.out, "w", newline="", encoding="utf-8") as f:
-                w = csv.DictWriter(f, BATCH_COLUMNS)
-                w.writeheader()
-                for r in out:
-                    w.writerow(r)
-        except OSError as e:
-            lines.append("could not write %s: %s (the table above is the result)" % (args.out, e.strerror or e))
-            code = 1
-    _print(args, dict(summary, results=out), lines)
-    return code
+
+def _batch_queued(st, rows, name, cargs, ttl, timeout):
+    # [service] queue: enqueue for the running service (headend.delivery), wait for the answers.
+    from .delivery import Queue
+
+    master = st.master()
+    shadow = st.shadow()
+    out = []
+    try:
+        q = Queue(shadow.ledger)
+        for line, meter_id in rows:
+            row, _ = q.command(master, meter_id, name, cargs, ttl, source="batch")
+            out.append({"line": line, "meter_id": meter_id, "ref": row["ref"], "result": "pending", "balance": None,
+                        "id": row["id"]})
+        deadline = time.monotonic() + timeout
+        for r in out:
+            row = q.wait(r.pop("id"), max(0.0, deadline - time.monotonic()))
+            if row["code"] is not None and row["status"] in ("applied", "refused"):
+                r["result"] = row["code"]
+                r["balance"] = format_amount(row["balance"]) if isinstance(row["balance"], int) else None
+            elif row["status"] == "expired":
+                r["result"] = "expired"
+    finally:
+        shadow.close()
+    return out
 
 
 def main(argv=None):

@@ -91,8 +91,11 @@ class HeadEnd:
     """A connected head-end: push commands, collect acks, feed the shadow."""
 
     def __init__(self, fleet, shadow, host, port, tls=None, client_id=None, username=None,
-                 password=None, protocol=mqtt.MQTTv5, session_expiry_s=7 * 86400):
+                 password=None, protocol=mqtt.MQTTv5, session_expiry_s=7 * 86400, group=None):
         self.fleet = fleet
+        # With a group, a shared subscription ($share/<group>/...): the broker
+        # splits the meters' messages between the head-ends of the group.
+        self.group = group
         self.shadow = shadow
         self._acks = {}  # ref -> Queue of ack fields
         self._lock = threading.Lock()
@@ -123,20 +126,30 @@ class HeadEnd:
         self.session_expiry_s = session_expiry_s
         self._worker = threading.Thread(target=self._work, daemon=True)
         self._states = {}  # meter -> its last state body recorded (wait_state)
+        # Called as f(meter_id, leaf, fields, retained) on the worker after each message
+        # is in the shadow (the service's delivery queue and notifications).
+        self.listeners = []
         self._state_cv = threading.Condition()
 
-    def start(self, timeout=10.0):
-        """Connect, subscribe to the fleet, start the network thread."""
+    def start(self, timeout=10.0, background=False):
+        """Connect, subscribe to the fleet, start the network thread.
+
+        With ``background`` (a long-running service), return at once: the
+        network thread connects, and reconnects whenever the broker is lost.
+        """
         # A persistent session: what meters send while the head-end is away
         # is queued by the broker (QoS 1) instead of lost.
+        connect = self.client.connect_async if background else self.client.connect
         if self.protocol == mqtt.MQTTv5:
             props = Properties(PacketTypes.CONNECT)
             props.SessionExpiryInterval = self.session_expiry_s
-            self.client.connect(self.host, self.port, keepalive=30, clean_start=False, properties=props)
+            connect(self.host, self.port, keepalive=30, clean_start=False, properties=props)
         else:
-            self.client.connect(self.host, self.port, keepalive=30)
+            connect(self.host, self.port, keepalive=30)
         self.client.loop_start()
         self._worker.start()
+        if background:
+            return self
         if not self._ready.wait(timeout):
             raise RuntimeError("head-end: no SUBACK from %s:%s within %.0f s" % (self.host, self.port, timeout))
         # What the persistent session queued came before the SUBACK: have it
@@ -162,8 +175,8 @@ class HeadEnd:
         if reason_code.is_failure:
             return
         nodelay(client)
-        subs = [(topics.fleet(leaf, self.fleet.prefix), 1) for leaf in topics.METER_LEAVES]
-        client.subscribe(subs)
+        share = "$share/%s/" % self.group if self.group else ""
+        client.subscribe([(share + topics.fleet(leaf, self.fleet.prefix), 1) for leaf in topics.METER_LEAVES])
 
     def _on_message(self, client, userdata, msg):
         # Keep paho's thread quick: SQLite work happens on our worker.  An
@@ -208,6 +221,8 @@ class HeadEnd:
             return
         if self.shadow is not None:
             self.shadow.record(meter_id, leaf, fields, int(time.time()))
+        for listener in self.listeners:
+            listener(meter_id, leaf, fields, retained)
         if leaf == topics.STATE and isinstance(fields.get("b"), dict):
             with self._state_cv:
                 self._states[meter_id] = fields["b"]

@@ -65,7 +65,10 @@ def _push(args):
     wait = options.timeout(args.timeout) if args.wait else 0
     if not args.wait:
         options.timeout(args.timeout)  # checked even when unused: a typo is still an error
-    conn = options.Connection(Settings(args))
+    st = Settings(args)
+    if st.service("service", "queue") and args.revend is None:
+        return _push_queued(args, st, meter, amount, wait)
+    conn = options.Connection(st)
     code = conn.start()
     if code is not None:
         return code
@@ -104,6 +107,36 @@ def _push(args):
     if not args.wait:
         return 0
     return 0 if out["code"] == "accepted" else 1
+
+
+def _push_queued(args, st, meter, amount, wait):
+    # [service] queue: the running service delivers (headend.delivery).
+    from .delivery import FINAL, Queue
+
+    master = st.master()
+    shadow = st.shadow()
+    try:
+        q = Queue(shadow.ledger)
+        row, _ = q.topup(master, meter, amount, st.service("service", "ttl_s"), source="push")
+        if wait:
+            row = q.wait(row["id"], wait)
+    finally:
+        shadow.close()
+    out = {"meter": meter, "ref": row["ref"], "amount": amount, "code": row["code"], "balance": row["balance"],
+           "status": row["status"], "delivery_id": row["id"], "revend_of": None}
+    if args.json:
+        print(json.dumps(out, sort_keys=True))
+    elif row["status"] in FINAL:
+        print("%s %s (%s): balance %s" % (row["ref"], row["status"], row["code"] or "no answer", _cny(row["balance"])))
+        if row["status"] == "refused":
+            print(_refusal_hint(meter, row["ref"], row["code"]))
+    else:
+        print("%s %s: %s to meter %s (delivery %d; the head-end service delivers it while the meter is online and "
+              "re-sends it after each of its births until it is applied or expires)"
+              % (row["ref"], row["status"], _cny(amount), meter, row["id"]))
+    if not args.wait:
+        return 0
+    return 0 if row["status"] == "applied" else 1
 
 
 def _refusal_hint(meter, ref, code):

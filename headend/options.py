@@ -98,6 +98,8 @@ def read_config(path, arg="--config"):
     known = {}
     for flag, env, where, default in OPTIONS.values():
         known.setdefault(where[0], set()).add(where[1])
+    for section, keys in SERVICE_KEYS.items():
+        known.setdefault(section, set()).update(keys)
     out = {}
     base = os.path.dirname(os.path.abspath(path))
     for section in data:
@@ -110,15 +112,61 @@ def read_config(path, arg="--config"):
             if key not in known[section]:
                 raise BadInput(name, "unknown key in %s (known in [%s]: %s)"
                                % (path, section, ", ".join(sorted(known[section]))))
-            if not isinstance(value, str) or not value.strip():
-                raise BadInput(name, "must be a non-empty string in %s" % path)
-            out[(section, key)] = value
+            kind = SERVICE_KEYS.get(section, {}).get(key, (str,))[0]
+            out[(section, key)] = _config_value(kind, value, name, path)
     # Paths in the file are relative to the file, so it works from any folder.
     for name in PATHS:
         where = OPTIONS[name][2]
         if where in out:
             out[where] = os.path.join(base, os.path.expanduser(out[where]))
     return out
+
+
+# The service's sections (``pmeter headend serve``, headend/service.py):
+# (section, key) -> (type, default, help).  ``list`` is a list of strings.
+SERVICE_KEYS = {
+    "service": {
+        "queue": (bool, False, "push and batch enqueue into the service's delivery queue (the running service "
+                               "delivers, re-sending after each birth) instead of publishing once"),
+        "listen": (str, "127.0.0.1:8080", "HOST:PORT the HTTP API listens on"),
+        "wait_s": (float, 10.0, "how long an API top-up or command waits for the meter's answer"),
+        "ttl_s": (int, 7 * 86400, "a queued top-up or command not applied within this many seconds expires"),
+        "poll_s": (float, 0.5, "how often the queue is checked for items other processes added"),
+        "group": (str, None, "shared subscription group: service instances of one group split the meters' "
+                             "messages (each needs its own certificate/client id)"),
+    },
+    "api": {
+        "payment": (list, [], "bearer tokens of payment channels (top-ups only)"),
+        "operator": (list, [], "bearer tokens of operators (everything)"),
+        "read": (list, [], "bearer tokens of read-only clients"),
+    },
+    "webhook": {
+        "url": (str, None, "http(s) URL notifications are POSTed to"),
+        "secret": (str, None, "HMAC-SHA256 key of the X-Pmeter-Signature header"),
+        "retry_s": (float, 2.0, "first retry delay; doubles per failure"),
+        "max_retry_s": (float, 300.0, "longest retry delay"),
+    },
+}
+
+
+def _config_value(kind, value, name, path):
+    # One config value checked against its type; BadInput naming the key.
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise BadInput(name, "must be true or false in %s" % path)
+    elif kind is list:
+        if (not isinstance(value, list) or not value
+                or any(not isinstance(v, str) or len(v) < 16 or not v.isprintable() for v in value)):
+            raise BadInput(name, "must be a list of tokens (printable strings of 16 characters or more) in %s" % path)
+    elif kind in (int, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else int) or value <= 0 \
+                or value != value or value == float("inf"):
+            raise BadInput(name, "must be a %s above 0 in %s"
+                           % ("number" if kind is float else "whole number", path))
+        value = kind(value)
+    elif not isinstance(value, str) or not value.strip():
+        raise BadInput(name, "must be a non-empty string in %s" % path)
+    return value
 
 
 class Settings:
@@ -139,6 +187,10 @@ class Settings:
         if value is None:
             value = self.file.get(where, default)
         return value
+
+    def service(self, section, key):
+        """A service option from the config file (``SERVICE_KEYS``), or its default."""
+        return self.file.get((section, key), SERVICE_KEYS[section][key][1])
 
     def source(self, name):
         """How to name option ``name`` in an error: its flag, variable or config key."""

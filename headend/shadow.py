@@ -245,6 +245,14 @@ class Shadow:
                  "tele": json.loads(r[6]) if r[6] else None, "state_t": r[7], "status_t": r[8],
                  "tele_t": r[9]} for r in rows]
 
+    def events(self, meter, limit=100):
+        """The newest ``limit`` events and acks of ``meter``, newest first, as dicts."""
+        with self.lock:
+            rows = self.db.execute("SELECT epoch, q, seq, kind, reason, wall, body FROM events WHERE meter=?"
+                                   " ORDER BY rowid DESC LIMIT ?", (meter, limit)).fetchall()
+        return [{"epoch": r[0], "q": r[1], "seq": r[2], "kind": r[3], "reason": r[4], "wall": r[5],
+                 "data": json.loads(r[6]).get("data")} for r in rows]
+
     def applied(self, meter):
         """Credits applied by ``meter``: {ref: {"amount", "wall", "records"}} from its
         accepted ``topup`` events, one entry per token reference; ``records``

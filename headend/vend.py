@@ -18,12 +18,17 @@ DEFAULT_TTL = 7 * 86400  # a top-up not delivered within a week is void
 COMMANDS = tuple(c for c in mqtt.COMMANDS if c != mqtt.KEY_CHANGE)
 
 
-def topup(ledger, master, meter_id, amount, wall, ttl=DEFAULT_TTL, operator=None):
-    """An MQTT top-up of ``amount`` minor units: (seq, token bytes)."""
+def topup(ledger, master, meter_id, amount, wall, ttl=DEFAULT_TTL, operator=None, within=None):
+    """An MQTT top-up of ``amount`` minor units: (seq, token bytes).
+
+    ``within(seq, token bytes)`` runs inside the ledger's issuing
+    transaction (on ``ledger.db``): what it writes commits with the token,
+    and if it raises nothing is issued (the delivery queue's idempotency keys).
+    """
     check_meter_id(meter_id)
     if not isinstance(amount, int) or amount < 1 or amount > mqtt.MAX_AMOUNT:
         raise ValueError("amount must be 1..%d minor units" % mqtt.MAX_AMOUNT)
-    return _mqtt(ledger, master, meter_id, wall, ttl, operator, mqtt.TOPUP, amount=amount)
+    return _mqtt(ledger, master, meter_id, wall, ttl, operator, mqtt.TOPUP, amount=amount, within=within)
 
 
 def revend(ledger, master, meter_id, refused_ref, wall, ttl=DEFAULT_TTL, operator=None):
@@ -38,12 +43,13 @@ def revend(ledger, master, meter_id, refused_ref, wall, ttl=DEFAULT_TTL, operato
     return _mqtt(ledger, master, meter_id, wall, ttl, operator, mqtt.TOPUP, revend_of=refused_ref)
 
 
-def command(ledger, master, meter_id, name, args, wall, ttl=DEFAULT_TTL, operator=None):
-    """An MQTT management command: (seq, token bytes)."""
+def command(ledger, master, meter_id, name, args, wall, ttl=DEFAULT_TTL, operator=None, within=None):
+    """An MQTT management command: (seq, token bytes); ``within`` as in ``topup``."""
     check_meter_id(meter_id)
     if name not in COMMANDS:
         raise ValueError("command %r: not one of %s" % (name, ", ".join(COMMANDS)))
-    return _mqtt(ledger, master, meter_id, wall, ttl, operator, mqtt.COMMAND, command=name, args=dict(args or {}))
+    return _mqtt(ledger, master, meter_id, wall, ttl, operator, mqtt.COMMAND, command=name, args=dict(args or {}),
+                 within=within)
 
 
 def key_change(ledger, master, meter_id, wall, ttl=DEFAULT_TTL, operator=None, nonce=None):
@@ -65,12 +71,14 @@ def key_change(ledger, master, meter_id, wall, ttl=DEFAULT_TTL, operator=None, n
 
 
 def _mqtt(ledger, master, meter_id, wall, ttl, operator, kind, amount=0, command=None, args=None, new_revision=None,
-          revend_of=None):
+          revend_of=None, within=None):
     out = {}
 
     def make(seq, rev, amount):
         t = mqtt.Token(meter_id, seq, kind, wall, wall + ttl, rev, amount=amount, command=command, args=args)
         out["bytes"] = mqtt.encode(t, keys.meter_key(master, meter_id, rev))
+        if within is not None:
+            within(seq, out["bytes"])
         return out["bytes"].hex(), seq
 
     seq, _ = ledger.issue(

@@ -11,7 +11,7 @@ import importlib
 import sys
 
 # Modules that add subcommands, in the order --help lists them.
-REGISTRARS = ("sim.cli", "headend.cli", "headend.mqtt_cli", "headend.pki", "pmeter.agent_cli")
+REGISTRARS = ("sim.cli", "headend.cli", "headend.mqtt_cli", "headend.service", "headend.pki", "pmeter.agent_cli")
 # Commands the meter itself runs get a parser from their own module only: the
 # agent process never imports head-end code, and a Pi bundle (scripts/flash.sh
 # pi) ships no headend/ package.

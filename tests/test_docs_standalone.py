@@ -22,6 +22,8 @@ DOCS = sorted([os.path.join(ROOT, "README.md")] + glob.glob(os.path.join(ROOT, "
 
 # First components of absolute paths that mean the same on every Linux install.
 SYSTEM = {"etc", "dev", "var", "tmp", "usr", "opt", "run", "sys", "proc", "lib", "bin", "sbin", "boot", "srv"}
+# Not files: the HTTP routes of the head-end service (docs/headend.md).
+SYSTEM |= {"api"}
 # An absolute path: a slash not inside a word, URL, topic or make template
 # ($(PORT_DIR)/...) or relative path, then at least two components.
 ABSOLUTE = re.compile(r"(?<![\w.~/$:+>})*-])/([A-Za-z0-9_.-]+)/[A-Za-z0-9_./+-]*")
