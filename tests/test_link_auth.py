@@ -164,6 +164,9 @@ def test_link_auth_shipped_password_config(tmp_path):
                                         backoff=Backoff(base_ms=50, cap_ms=400, stable_ms=1000), log=lambda m: None)
         agent.start()
         assert agent.wait(lambda: agent.transport.connected), broker.log()
+        # The meter's birth follows its SUBSCRIBE on the same connection: once
+        # the head-end has it, a command cannot arrive before the subscription.
+        assert agent.wait(lambda: any(r["birth"] for r in head.shadow.meters(MID))), broker.log()
         _ref, ack, _ = head.push_topup(MID, 500000, wait=5)
         assert ack["b"]["code"] == results.ACCEPTED and agent.device.meter.balance == 500000
         # A wrong password is refused; the transport backs off and keeps trying, never raises.

@@ -86,6 +86,7 @@ def test_link_fuzz_command_topic_through_broker(tmp_path, mosquitto_factory):
     agent = CountingAgent(broker, pki, tmp_path / "store", fleet).start()
     try:
         assert agent.wait(lambda: agent.transport.connected), broker.log()
+        assert agent.wait(lambda: any(r["birth"] for r in head.shadow.meters(MID))), broker.log()  # subscribed
         # One real top-up: the token every resealed mutation carries is then already used.
         ref, ack, _ = head.push_topup(MID, 300000, wait=5)
         assert ack["b"]["code"] == results.ACCEPTED

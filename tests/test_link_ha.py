@@ -95,6 +95,7 @@ def test_link_ha_discovery_through_broker(tmp_path, mosquitto_factory):
     ha.on_message = on_message
     try:
         assert agent.wait(lambda: agent.transport.connected), broker.log()
+        assert agent.wait(lambda: any(r["birth"] for r in head.shadow.meters(MID))), broker.log()  # subscribed
         _ref, ack, _ = head.push_topup(MID, 500000, wait=5)
         assert ack["b"]["code"] == results.ACCEPTED
         # Home Assistant starts later: everything it needs is retained.

@@ -134,6 +134,7 @@ def test_link_restore_lost_store_from_shadow(tmp_path, mosquitto_factory, capsys
     agent = DeviceAgent(broker, pki, store_dir, fleet).start()
     try:
         assert agent.wait(lambda: agent.transport.connected), broker.log()
+        assert agent.wait(lambda: any(r["birth"] for r in head.shadow.meters(MID))), broker.log()  # subscribed
         assert not agent.device.state_lost
         _ref, ack, _ = head.push_topup(MID, 500000, wait=5)
         assert ack["b"]["code"] == results.ACCEPTED
