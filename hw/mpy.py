@@ -422,6 +422,8 @@ def load_config(path="config.json"):
 def _log_record(log):
     def on_record(rec):
         log("event %d %s %s %r" % (rec.seq, rec.kind, rec.reason, rec.data))
+        if rec.kind == "topup":
+            _mem(log, "topup")
 
     return on_record
 

@@ -1,0 +1,270 @@
+"""The whole board agent on the 32-bit frozen firmware, against the real broker.
+
+`scripts/flash.sh firmware unix32` builds MicroPython's unix port as a
+32-bit binary with the agent and the board shell (hw/mpy.py) frozen in
+(tests/test_firmware.py).  Here that binary runs the board entry
+``hw.mpy.main`` - config.json with the agent's one schema, the App
+(meter, durable store, tokens, link session), Wi-Fi join through the fake
+``network`` (tests/fakes/network.py; its first join is refused), the
+MicroPython MQTT transport over TLS with the meter's client certificate -
+at a board-sized heap, against Mosquitto with the shipped TLS +
+client-certificate + ACL config.  Pins are the fake ``machine``'s; a
+small task in the entry script drives the pulse input like a 7.2 kW load.
+
+The board's stdout is its log ("mqtt connected", "event ...", "mem STEP
+BYTES" heap figures after each step); the head-end is `pmeter push --wait`.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mosquitto import MOSQUITTO, Broker, make_pki, shipped_tls
+from test_firmware import _source, firmware  # noqa: F401 (the session fixture: the cached build)
+
+from headend.link import Fleet
+
+ROOT = Path(__file__).resolve().parent.parent
+FAKES = ROOT / "tests" / "fakes"
+MID = "000000000091"
+MASTER = bytes(range(64, 96))
+PY = sys.executable
+# The smallest heap the whole journey below completes in on the 32-bit
+# frozen build (docs/benchmarks.md); PMETER_BOARD_HEAP overrides it to measure.
+HEAP = os.environ.get("PMETER_BOARD_HEAP", "160K")
+AMOUNT = "12.34"
+MINOR = 123400
+
+ENTRY = r'''
+import machine
+import network
+import hw.mpy
+
+machine.reset()
+network.refuse(1)  # the first Wi-Fi join fails: the shell backs off and retries
+
+
+def _exists(name):
+    import os
+
+    try:
+        os.stat(name)
+        return True
+    except OSError:
+        return False
+
+
+def _tear_store_writes():
+    # With a file "tear" in the board's folder, the next store write stops
+    # half-way and the board hangs there until the test kills it: a power
+    # cut in the middle of a commit.
+    from agent import store
+
+    write = store._OsHandle.write
+
+    def torn(self, data):
+        if _exists("tear"):
+            write(self, data[:len(data) // 2])
+            self.flush()
+            print("TORN", len(data))
+            import time
+
+            while True:
+                time.sleep(1)
+        return write(self, data)
+
+    store._OsHandle.write = torn
+
+
+async def load(agent):
+    # 2 Wh a second at 1000 imp/kWh (a 7.2 kW load) on the pulse input.
+    import asyncio
+
+    n = 0
+    while True:
+        machine.drive(4, 0)  # active low, held past the core's 25 ms filter
+        await asyncio.sleep_ms(40)
+        machine.drive(4, 1)
+        await asyncio.sleep_ms(460)
+        n += 1
+        if n % 4 == 0:
+            m = agent.app.meter
+            link = agent.link.transport
+            print("status", m.energy_wh, m.balance, m.relay_state, 1 if link.connected else 0, link.connects)
+
+
+_tear_store_writes()
+hw.mpy.main(watchdog=False, extra=load)
+'''
+
+
+@pytest.fixture(scope="module")
+def rig(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("board")
+    pki = make_pki(tmp / "pki", clients=[MID, "headend"])
+    broker = Broker(tmp / "broker", **shipped_tls(pki))
+    broker.start()
+    fleet = Fleet(MASTER)
+    (tmp / "master.hex").write_text(MASTER.hex())
+    (tmp / "master.hex").chmod(0o600)
+    yield tmp, pki, broker, fleet
+    broker.stop()
+
+
+def _board_dir(rig, name, **extra):
+    tmp, pki, broker, fleet = rig
+    board = tmp / name
+    board.mkdir()
+    cfg = {
+        "meter": {"id": MID, "constant": 1000},
+        "account": {"opening_balance": 0},
+        "relay": {"pulse_ms": 20, "feedback": False},
+        "hw": {"pulse_pin": 4, "relay_set_pin": 16, "relay_reset_pin": 17, "led_pin": 21, "poll_ms": 20},
+        "store": {"checkpoint_s": 600},  # no routine checkpoint in the way of the commits under test
+        "agent": {"fw": "board-test"},
+        "tokens": {"key": fleet.meter_key(MID).hex()},
+        "link": {"key": fleet.link_key(MID).hex(), "telemetry_s": 10},
+        # localhost: the name in the broker's certificate, checked by mbedTLS
+        "mqtt": {"host": "localhost", "port": broker.tls_port, "ca": str(pki.ca_cert),
+                 "cert": str(pki.client_cert(MID)), "key": str(pki.client_key(MID)), "keepalive_s": 5},
+        "wifi": {"ssid": "test-net", "password": "not-secret"},
+    }
+    for k, v in extra.items():
+        cfg[k] = dict(cfg.get(k, {}), **v)
+    (board / "config.json").write_text(json.dumps(cfg))
+    (board / "board.py").write_text(ENTRY)
+    return board
+
+
+class Board:
+    """The firmware running the board entry, its stdout in a file (one per run)."""
+
+    runs = 0
+
+    def __init__(self, binary, board, heap=HEAP):
+        Board.runs += 1
+        self.log_path = board / ("run%d.log" % Board.runs)
+        self.log_file = open(self.log_path, "wb")
+        # Only the fakes beside the frozen modules: agent/ and hw/ can only come from flash.
+        env = dict(os.environ, MICROPYPATH=".frozen:%s" % FAKES)
+        self.proc = subprocess.Popen([str(binary), "-X", "heapsize=" + heap, "board.py"], cwd=str(board), env=env,
+                                     stdout=self.log_file, stderr=subprocess.STDOUT)
+
+    def log(self):
+        return self.log_path.read_text()
+
+    def lines(self, prefix):
+        return [line for line in self.log().splitlines() if line.startswith(prefix)]
+
+    def wait_log(self, text, timeout=30.0, count=1):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.log().count(text) >= count:
+                return True
+            if self.proc.poll() is not None:
+                return False
+            time.sleep(0.05)
+        return False
+
+    def status(self):
+        """The last status line: (energy Wh, balance, relay, connected, connects)."""
+        last = self.lines("status ")[-1].split()
+        return int(last[1]), int(last[2]), last[3], last[4] == "1", int(last[5])
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+        self.log_file.close()
+
+
+def _push(rig, shadow, timeout=10):
+    tmp, pki, broker, fleet = rig
+    out = subprocess.run(
+        [PY, "-m", "pmeter", "push", "--meter", MID, "--amount", AMOUNT, "--wait", "--json", "--timeout", str(timeout),
+         "--broker", "mqtts://%s:%d" % (broker.host, broker.tls_port), "--ca", str(pki.ca_cert),
+         "--cert", str(pki.client_cert("headend")), "--key", str(pki.client_key("headend")),
+         "--master", str(tmp / "master.hex"), "--ledger", str(shadow)],
+        cwd=str(ROOT), capture_output=True, text=True, timeout=60)
+    assert out.returncode in (0, 1), out.stderr
+    return json.loads(out.stdout)
+
+
+def _booted_balance(board):
+    line = board.lines("meter %s booted" % MID)[-1]
+    return int(line.split("balance ")[1].split(",")[0])
+
+
+def _mem(board):
+    return dict((line.split()[1], int(line.split()[2])) for line in board.lines("mem "))
+
+
+def test_board_agent_connects_tops_up_and_survives_a_cut_mid_commit(rig, firmware):  # noqa: F811
+    tmp = rig[0]
+    folder = _board_dir(rig, "journey", tariff={"price": 0})  # energy is free here: balances are exact
+    shadow = tmp / "journey.db"
+    b = Board(firmware, folder)
+    try:
+        assert b.wait_log("mqtt connected to localhost:%d (connection 1)" % rig[2].tls_port), b.log()
+        assert "wifi joining test-net" in b.log() and "wifi connected to test-net" in b.log()
+        res = _push(rig, shadow)
+        assert res["code"] == "accepted" and res["balance"] == MINOR, (res, b.log())
+        assert b.wait_log("mem topup")
+        figures = _mem(b)
+        # A kill after the commit: the credit was durable before the ack.
+        b.kill()
+        b = Board(firmware, folder)
+        assert b.wait_log("mqtt connected"), b.log()
+        kept = _booted_balance(b)
+        assert kept == MINOR, b.log()
+        # A cut in the middle of the next top-up's commit.
+        (folder / "tear").write_text("")
+        torn = _push(rig, shadow, timeout=3)
+        assert torn["code"] != "accepted", torn  # never acknowledged
+        assert b.wait_log("TORN"), b.log()
+        b.kill()
+        (folder / "tear").unlink()
+        b = Board(firmware, folder)
+        assert b.wait_log("mqtt connected"), b.log()
+        after = _booted_balance(b)
+        # The torn commit applied nothing: the balance is the one before it, not state lost.
+        assert after == MINOR, b.log()
+        assert "state_lost" not in b.log(), b.log()
+        again = _push(rig, shadow)
+        assert again["code"] == "accepted", (again, b.log())
+        # Exactly one more top-up: none lost, none doubled.
+        assert again["balance"] == 2 * MINOR, (again, b.log())
+    finally:
+        b.kill()
+    print("heap figures (bytes in use after gc.collect):", figures)
+
+
+def test_board_agent_keeps_metering_through_a_broker_outage_and_reconnects(rig, firmware):  # noqa: F811
+    tmp, pki, broker, fleet = rig
+    folder = _board_dir(rig, "outage")
+    b = Board(firmware, folder)
+    try:
+        assert b.wait_log("mqtt connected to localhost:%d (connection 1)" % broker.tls_port), b.log()
+        broker.process.kill()  # the broker dies; its port stays ours for the restart
+        broker.process.wait()
+        assert b.wait_log("mqtt: connection lost"), b.log()
+        offline = len(b.lines("status "))
+        assert b.wait_log("status ", count=offline + 3, timeout=30), b.log()
+        e1, bal1, _r, up1, _c = b.status()
+        assert b.wait_log("status ", count=offline + 5, timeout=30), b.log()
+        e2, bal2, _r, up2, _c = b.status()
+        assert not up1 and not up2
+        assert e2 > e1  # metering goes on offline
+        assert "retry in" in b.log() and b.proc.poll() is None  # backing off, never rebooting
+        broker.process = subprocess.Popen([MOSQUITTO, "-c", str(broker.conf_path)], stdin=subprocess.DEVNULL,
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        assert b.wait_log("(connection 2)", timeout=150), b.log()
+        res = _push(rig, tmp / "outage.db")
+        assert res["code"] == "accepted", (res, b.log())
+    finally:
+        b.kill()
