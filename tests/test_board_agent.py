@@ -268,3 +268,14 @@ def test_board_agent_keeps_metering_through_a_broker_outage_and_reconnects(rig, 
         assert res["code"] == "accepted", (res, b.log())
     finally:
         b.kill()
+
+
+def test_board_agent_refuses_a_broker_its_ca_did_not_sign(rig, tmp_path, firmware):  # noqa: F811
+    other = make_pki(tmp_path / "other", clients=[])
+    folder = _board_dir(rig, "wrong-ca", mqtt={"ca": str(other.ca_cert)})
+    b = Board(firmware, folder)
+    try:
+        assert b.wait_log("mqtt: connect failed", count=2), b.log()
+        assert "mqtt connected" not in b.log(), b.log()
+    finally:
+        b.kill()
