@@ -363,7 +363,7 @@ class BoardAgent:
                 b.execute(a, wait=False)
                 await b.coil_steps()
             elif not b.execute(a):
-                self.log("ack %s %s" % (a.ref, a.code))  # a local command's answer (no DL/T 645 slave here)
+                self.log("ack %s %s" % (a.ref, a.code))  # the core's answer to a command (MQTT acks also go out sealed)
         if outs and self.link is not None:
             self.link.send(outs)
 

@@ -95,7 +95,8 @@ async def load(agent):
         if n % 4 == 0:
             m = agent.app.meter
             link = agent.link.transport
-            print("status", m.energy_wh, m.balance, m.relay_state, 1 if link.connected else 0, link.connects)
+            print("status", m.energy_wh, m.balance, m.relay_state, 1 if link.connected else 0, link.connects,
+                  agent.app.session.outbox.pending())
 
 
 _tear_store_writes()
@@ -172,9 +173,9 @@ class Board:
         return False
 
     def status(self):
-        """The last status line: (energy Wh, balance, relay, connected, connects)."""
+        """The last status line: (energy Wh, balance, relay, connected, connects, outbox entries)."""
         last = self.lines("status ")[-1].split()
-        return int(last[1]), int(last[2]), last[3], last[4] == "1", int(last[5])
+        return int(last[1]), int(last[2]), last[3], last[4] == "1", int(last[5]), int(last[6])
 
     def kill(self):
         if self.proc.poll() is None:
@@ -244,9 +245,11 @@ def test_board_agent_connects_tops_up_and_survives_a_cut_mid_commit(rig, firmwar
     print("heap figures (bytes in use after gc.collect):", figures)
 
 
-def test_board_agent_keeps_metering_through_a_broker_outage_and_reconnects(rig, firmware):  # noqa: F811
+def test_board_agent_keeps_metering_and_cuts_through_a_broker_outage_then_reconnects(rig, firmware):  # noqa: F811
     tmp, pki, broker, fleet = rig
-    folder = _board_dir(rig, "outage")
+    # 0.6 CNY a second at 2 Wh/s: the 1 CNY opening balance runs out during the outage.
+    folder = _board_dir(rig, "outage", account={"opening_balance": 10000, "trip_delay_s": 0},
+                        tariff={"price": 3000000})
     b = Board(firmware, folder)
     try:
         assert b.wait_log("mqtt connected to localhost:%d (connection 1)" % broker.tls_port), b.log()
@@ -254,18 +257,25 @@ def test_board_agent_keeps_metering_through_a_broker_outage_and_reconnects(rig, 
         broker.process.wait()
         assert b.wait_log("mqtt: connection lost"), b.log()
         offline = len(b.lines("status "))
-        assert b.wait_log("status ", count=offline + 3, timeout=30), b.log()
-        e1, bal1, _r, up1, _c = b.status()
-        assert b.wait_log("status ", count=offline + 5, timeout=30), b.log()
-        e2, bal2, _r, up2, _c = b.status()
+        assert b.wait_log("status ", count=offline + 2), b.log()
+        e1, bal1, _r, up1, _c, _q = b.status()
+        assert b.wait_log("tripped_arrears"), b.log()  # the cut, with no broker
+        assert b.wait_log("status ", count=len(b.lines("status ")) + 1), b.log()
+        e2, bal2, relay, up2, _c, queued = b.status()
         assert not up1 and not up2
-        assert e2 > e1  # metering goes on offline
+        assert e2 > e1 and bal2 < bal1  # metering and debiting go on offline
+        assert relay == "tripped_arrears" and queued > 0  # the cut's events wait in the outbox
         assert "retry in" in b.log() and b.proc.poll() is None  # backing off, never rebooting
         broker.process = subprocess.Popen([MOSQUITTO, "-c", str(broker.conf_path)], stdin=subprocess.DEVNULL,
                                           stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
         assert b.wait_log("(connection 2)", timeout=150), b.log()
         res = _push(rig, tmp / "outage.db")
         assert res["code"] == "accepted", (res, b.log())
+        # The top-up closes the relay; the events queued offline went out (PUBACKed).
+        n = len(b.lines("status "))
+        assert b.wait_log("status ", count=n + 1), b.log()
+        _e, _b, relay, up, connects, queued = b.status()
+        assert (relay, up, connects, queued) == ("connected", True, 2, 0), b.log()
     finally:
         b.kill()
 
