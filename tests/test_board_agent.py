@@ -17,26 +17,19 @@ BYTES" heap figures after each step); the head-end is `pmeter push --wait`.
 
 import json
 import os
-import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
-import pytest
-from mosquitto import MOSQUITTO, Broker, make_pki, shipped_tls
-from test_firmware import _source, firmware  # noqa: F401 (the session fixture: the cached build)
-
-from headend.link import Fleet
+from mosquitto import MOSQUITTO, make_pki
+from test_agent_process import MID, Agent, _push, rig  # noqa: F401 (rig: the broker with the shipped TLS config)
+from test_firmware import firmware  # noqa: F401 (the session fixture: the cached build)
 
 ROOT = Path(__file__).resolve().parent.parent
 FAKES = ROOT / "tests" / "fakes"
-MID = "000000000091"
-MASTER = bytes(range(64, 96))
-PY = sys.executable
 # The smallest heap the whole journey below completes in on the 32-bit
 # frozen build (docs/benchmarks.md); PMETER_BOARD_HEAP overrides it to measure.
 HEAP = os.environ.get("PMETER_BOARD_HEAP", "160K")
+WAIT = 30  # seconds for a line the board is expected to log (a loaded CI machine)
 AMOUNT = "12.34"
 MINOR = 123400
 
@@ -72,8 +65,7 @@ def _tear_store_writes():
             write(self, data[:len(data) // 2])
             self.flush()
             print("TORN", len(data))
-            import time
-
+            
             while True:
                 time.sleep(1)
         return write(self, data)
@@ -104,19 +96,6 @@ hw.mpy.main(watchdog=False, extra=load)
 '''
 
 
-@pytest.fixture(scope="module")
-def rig(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("board")
-    pki = make_pki(tmp / "pki", clients=[MID, "headend"])
-    broker = Broker(tmp / "broker", **shipped_tls(pki))
-    broker.start()
-    fleet = Fleet(MASTER)
-    (tmp / "master.hex").write_text(MASTER.hex())
-    (tmp / "master.hex").chmod(0o600)
-    yield tmp, pki, broker, fleet
-    broker.stop()
-
-
 def _board_dir(rig, name, **extra):
     tmp, pki, broker, fleet = rig
     board = tmp / name
@@ -142,58 +121,26 @@ def _board_dir(rig, name, **extra):
     return board
 
 
-class Board:
-    """The firmware running the board entry, its stdout in a file (one per run)."""
-
-    runs = 0
+class Board(Agent):
+    """The firmware running the board entry, its stdout in a file (one per run);
+    log(), wait_log() and kill() as for a `pmeter agent` process."""
 
     def __init__(self, binary, board, heap=HEAP):
-        Board.runs += 1
-        self.log_path = board / ("run%d.log" % Board.runs)
+        Agent.runs += 1
+        self.log_path = board / ("run%d.log" % Agent.runs)
         self.log_file = open(self.log_path, "wb")
         # Only the fakes beside the frozen modules: agent/ and hw/ can only come from flash.
         env = dict(os.environ, MICROPYPATH=".frozen:%s" % FAKES)
         self.proc = subprocess.Popen([str(binary), "-X", "heapsize=" + heap, "board.py"], cwd=str(board), env=env,
                                      stdout=self.log_file, stderr=subprocess.STDOUT)
 
-    def log(self):
-        return self.log_path.read_text()
-
     def lines(self, prefix):
         return [line for line in self.log().splitlines() if line.startswith(prefix)]
-
-    def wait_log(self, text, timeout=30.0, count=1):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.log().count(text) >= count:
-                return True
-            if self.proc.poll() is not None:
-                return False
-            time.sleep(0.05)
-        return False
 
     def status(self):
         """The last status line: (energy Wh, balance, relay, connected, connects, outbox entries)."""
         last = self.lines("status ")[-1].split()
         return int(last[1]), int(last[2]), last[3], last[4] == "1", int(last[5]), int(last[6])
-
-    def kill(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait()
-        self.log_file.close()
-
-
-def _push(rig, shadow, timeout=10):
-    tmp, pki, broker, fleet = rig
-    out = subprocess.run(
-        [PY, "-m", "pmeter", "push", "--meter", MID, "--amount", AMOUNT, "--wait", "--json", "--timeout", str(timeout),
-         "--broker", "mqtts://%s:%d" % (broker.host, broker.tls_port), "--ca", str(pki.ca_cert),
-         "--cert", str(pki.client_cert("headend")), "--key", str(pki.client_key("headend")),
-         "--master", str(tmp / "master.hex"), "--ledger", str(shadow)],
-        cwd=str(ROOT), capture_output=True, text=True, timeout=60)
-    assert out.returncode in (0, 1), out.stderr
-    return json.loads(out.stdout)
 
 
 def _booted_balance(board):
@@ -211,32 +158,32 @@ def test_board_agent_connects_tops_up_and_survives_a_cut_mid_commit(rig, firmwar
     shadow = tmp / "journey.db"
     b = Board(firmware, folder)
     try:
-        assert b.wait_log("mqtt connected to localhost:%d (connection 1)" % rig[2].tls_port), b.log()
+        assert b.wait_log("mqtt connected to localhost:%d (connection 1)" % rig[2].tls_port, timeout=WAIT), b.log()
         assert "wifi joining test-net" in b.log() and "wifi connected to test-net" in b.log()
-        res = _push(rig, shadow)
+        res = _push(rig, AMOUNT, shadow)
         assert res["code"] == "accepted" and res["balance"] == MINOR, (res, b.log())
-        assert b.wait_log("mem topup")
+        assert b.wait_log("mem topup", timeout=WAIT)
         figures = _mem(b)
         # A kill after the commit: the credit was durable before the ack.
         b.kill()
         b = Board(firmware, folder)
-        assert b.wait_log("mqtt connected"), b.log()
+        assert b.wait_log("mqtt connected", timeout=WAIT), b.log()
         kept = _booted_balance(b)
         assert kept == MINOR, b.log()
         # A cut in the middle of the next top-up's commit.
         (folder / "tear").write_text("")
-        torn = _push(rig, shadow, timeout=3)
+        torn = _push(rig, AMOUNT, shadow)
         assert torn["code"] != "accepted", torn  # never acknowledged
-        assert b.wait_log("TORN"), b.log()
+        assert b.wait_log("TORN", timeout=WAIT), b.log()
         b.kill()
         (folder / "tear").unlink()
         b = Board(firmware, folder)
-        assert b.wait_log("mqtt connected"), b.log()
+        assert b.wait_log("mqtt connected", timeout=WAIT), b.log()
         after = _booted_balance(b)
         # The torn commit applied nothing: the balance is the one before it, not state lost.
         assert after == MINOR, b.log()
         assert "state_lost" not in b.log(), b.log()
-        again = _push(rig, shadow)
+        again = _push(rig, AMOUNT, shadow)
         assert again["code"] == "accepted", (again, b.log())
         # Exactly one more top-up: none lost, none doubled.
         assert again["balance"] == 2 * MINOR, (again, b.log())
@@ -252,15 +199,15 @@ def test_board_agent_keeps_metering_and_cuts_through_a_broker_outage_then_reconn
                         tariff={"price": 3000000})
     b = Board(firmware, folder)
     try:
-        assert b.wait_log("mqtt connected to localhost:%d (connection 1)" % broker.tls_port), b.log()
+        assert b.wait_log("mqtt connected to localhost:%d (connection 1)" % broker.tls_port, timeout=WAIT), b.log()
         broker.process.kill()  # the broker dies; its port stays ours for the restart
         broker.process.wait()
-        assert b.wait_log("mqtt: connection lost"), b.log()
+        assert b.wait_log("mqtt: connection lost", timeout=WAIT), b.log()
         offline = len(b.lines("status "))
-        assert b.wait_log("status ", count=offline + 2), b.log()
+        assert b.wait_log("status ", count=offline + 2, timeout=WAIT), b.log()
         e1, bal1, _r, up1, _c, _q = b.status()
-        assert b.wait_log("tripped_arrears"), b.log()  # the cut, with no broker
-        assert b.wait_log("status ", count=len(b.lines("status ")) + 1), b.log()
+        assert b.wait_log("tripped_arrears", timeout=WAIT), b.log()  # the cut, with no broker
+        assert b.wait_log("status ", count=len(b.lines("status ")) + 1, timeout=WAIT), b.log()
         e2, bal2, relay, up2, _c, queued = b.status()
         assert not up1 and not up2
         assert e2 > e1 and bal2 < bal1  # metering and debiting go on offline
@@ -269,11 +216,11 @@ def test_board_agent_keeps_metering_and_cuts_through_a_broker_outage_then_reconn
         broker.process = subprocess.Popen([MOSQUITTO, "-c", str(broker.conf_path)], stdin=subprocess.DEVNULL,
                                           stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
         assert b.wait_log("(connection 2)", timeout=150), b.log()
-        res = _push(rig, tmp / "outage.db")
+        res = _push(rig, AMOUNT, tmp / "outage.db")
         assert res["code"] == "accepted", (res, b.log())
         # The top-up closes the relay; the events queued offline went out (PUBACKed).
         n = len(b.lines("status "))
-        assert b.wait_log("status ", count=n + 1), b.log()
+        assert b.wait_log("status ", count=n + 1, timeout=WAIT), b.log()
         _e, _b, relay, up, connects, queued = b.status()
         assert (relay, up, connects, queued) == ("connected", True, 2, 0), b.log()
     finally:
@@ -285,7 +232,7 @@ def test_board_agent_refuses_a_broker_its_ca_did_not_sign(rig, tmp_path, firmwar
     folder = _board_dir(rig, "wrong-ca", mqtt={"ca": str(other.ca_cert)})
     b = Board(firmware, folder)
     try:
-        assert b.wait_log("mqtt: connect failed", count=2), b.log()
+        assert b.wait_log("mqtt: connect failed", count=2, timeout=WAIT), b.log()
         assert "mqtt connected" not in b.log(), b.log()
     finally:
         b.kill()
