@@ -26,6 +26,13 @@ MQTT ``Out``s to publish:
 - ``idle()`` for upkeep between passes;
 - ``sleep_ms(wall, mono)``: how long the shell may wait before the next
   ``tick`` is due.
+
+An exception out of a step (a MemoryError on a board, a bug) may leave the
+meter ahead of its store, with an ack or a relay close made but not yet
+committed.  The App then refuses every later step (``fault`` holds the
+exception, each call raises it again), so nothing it made is ever carried
+out: the shell restarts from the store (a board resets; the head-end
+re-sends what was not acknowledged).
 """
 
 import binascii
@@ -72,6 +79,16 @@ class App:
                                   telemetry_offset_s=offset, on_clock=on_clock, on_record=on_record,
                                   on_refusal=on_refusal)
         self.last_tick = None  # mono ms of the last Tick
+        self.fault = None  # the exception a step raised: the App is done (see the module doc)
+
+    def _step(self, fn, *args):
+        if self.fault is not None:
+            raise self.fault
+        try:
+            return fn(*args)
+        except Exception as e:
+            self.fault = e
+            raise
 
     @property
     def meter(self):
@@ -83,11 +100,11 @@ class App:
     def boot(self, wall, mono):
         """Load the store and boot the core: (actions, Outs)."""
         self.last_tick = mono
-        return self.linked.boot(wall, mono)
+        return self._step(self.linked.boot, wall, mono)
 
     def event(self, ev, wall):
         """A local event into the core: (actions, Outs)."""
-        return self.linked.handle(ev, wall)
+        return self._step(self.linked.handle, ev, wall)
 
     def tick(self, wall, mono):
         """A Tick if one is due now: (actions, Outs), both empty when none is."""
@@ -96,7 +113,7 @@ class App:
                 and (deadline is None or wall < deadline):
             return [], []
         self.last_tick = mono
-        return self.linked.handle(Tick(wall, mono), wall)
+        return self._step(self.linked.handle, Tick(wall, mono), wall)
 
     def sleep_ms(self, wall, mono):
         """Milliseconds the shell may wait before ``tick`` has work (0 = now)."""
@@ -110,7 +127,7 @@ class App:
 
     def keypad(self, digits, wall, mono):
         """A code typed on the keypad: (result code, actions, Outs)."""
-        return self.linked.keypad(digits, wall, mono)
+        return self._step(self.linked.keypad, digits, wall, mono)
 
     def idle(self):
         """Idle-time upkeep (the keypad's checkpoint table); returns the work done."""
@@ -126,12 +143,12 @@ class App:
 
     def connected(self, wall, mono):
         """The transport connected: birth, status, state and the outbox replay (Outs)."""
-        return self.linked.connected(wall, mono)
+        return self._step(self.linked.connected, wall, mono)
 
     def received(self, topic, payload, wall, mono, retained=False):
         """A message from the broker: (actions, Outs).  Never raises."""
-        return self.linked.received(topic, payload, wall, mono, retained)
+        return self._step(self.linked.received, topic, payload, wall, mono, retained)
 
     def dispatch(self, events, wall):
         """Core events from the DL/T 645 slave: (actions incl. their Acks, Outs)."""
-        return self.linked.dispatch(events, wall)
+        return self._step(self.linked.dispatch, events, wall)

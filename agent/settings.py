@@ -34,7 +34,7 @@ AGENT_FIELDS = {
     ),
     "fw": Field(STR, "pmeter-agent", None, None, "firmware name reported in the MQTT birth message"),
     "keypad": Field(
-        STR, "", None, None, "keypad input: empty = none, '-' = stdin, a FIFO path, or a serial device or URL (codes typed between * and #)"
+        STR, "", None, None, "keypad input: empty = none, '-' = stdin, a FIFO path, or a serial device or URL; on a board 'uart:N' (codes typed between * and #)"
     ),
     "keypad_baud": Field(INT, 9600, between(300, 921600), None, "bit rate of a serial keypad"),
     "keys": Field(

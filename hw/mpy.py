@@ -346,12 +346,13 @@ class BoardAgent:
     energised: a pulse is never stretched past ``relay.pulse_ms``.
     """
 
-    def __init__(self, app, backend, link, pending, log):
+    def __init__(self, app, backend, link, pending, log, keypad=None):
         self.app = app
         self.backend = backend
         self.link = link
         self.pending = pending
         self.log = log
+        self.keypad = keypad  # a hw.keys.KeypadSource, or None
         self.passes = 0
 
     async def carry(self, result):
@@ -384,12 +385,22 @@ class BoardAgent:
             for ev in b.poll():
                 await self.carry(app.event(ev, b.wall()))
             await self.carry(app.tick(b.wall(), b.mono()))
+            if self.keypad is not None:
+                mono = b.mono()
+                for digits in self.keypad.poll(mono):
+                    code, hw, outs = app.keypad(digits, b.wall(), mono)
+                    self.log("keypad code: %s" % code)
+                    await self.carry((hw, outs))
             if self.pending:
                 hw = self.pending[:]
                 del self.pending[:]
                 await self.carry((hw, []))
             if self.link is not None:
                 self.link.step()
+            if app.fault is not None:
+                # A step failed half-way (MemoryError): restart from the
+                # store; main.py resets the board.
+                raise app.fault
             app.idle()
             b.feed_watchdog()
             wait = app.sleep_ms(b.wall(), b.mono())
@@ -417,6 +428,19 @@ def load_config(path="config.json"):
     if "tokens" not in raw:
         raw = settings.merge_keys(raw, path)
     return settings.validate(raw)
+
+
+def open_keypad(spec, baud, log):
+    """The keypad of ``agent.keypad``: "" none, "uart:N" the keys a keypad
+    controller writes to UART N (a GPIO-matrix keypad needs such a scanner)."""
+    if not spec:
+        return None
+    if not spec.startswith("uart:") or not spec[5:].isdigit():
+        raise ConfigError("agent.keypad", "on a board: empty or 'uart:N' (the UART the keypad writes to), got %r" % (spec,))
+    from hw.keys import KeyCollector, KeypadSource
+
+    uart = machine.UART(int(spec[5:]), baudrate=baud, timeout=0)
+    return KeypadSource(uart.read, spec, KeyCollector(log=log), log=log)
 
 
 def _log_record(log):
@@ -450,6 +474,7 @@ def main(config_path="config.json", data_dir="data", watchdog=True, passes=None,
 
     _mem(log, "start")
     cfg = load_config(config_path)
+    keypad = open_keypad(cfg["agent"]["keypad"], cfg["agent"]["keypad_baud"], log)
     try:
         os.mkdir(data_dir)
     except OSError:
@@ -461,7 +486,7 @@ def main(config_path="config.json", data_dir="data", watchdog=True, passes=None,
     link = BoardLink(app, cfg, backend, pending, log) if cfg["mqtt"]["host"] is not None else None
     if link is None:
         log("no mqtt.host: running offline")
-    agent = BoardAgent(app, backend, link, pending, log)
+    agent = BoardAgent(app, backend, link, pending, log, keypad)
     _mem(log, "built")
 
     async def run():

@@ -319,9 +319,22 @@ class AgentRuntime:
             except Exception:  # keep metering: one bad pass must not end the process
                 self.errors += 1
                 log.exception("main loop pass failed (%d so far)", self.errors)
+                if self.app.fault is not None:
+                    return self.abandon()
             self.stop.wait(poll / 1000.0)
         self.shutdown()
         return 0
+
+    def abandon(self):
+        """The core failed half-way through a step: stop without committing or
+        sending anything it made, so the restart (systemd) begins from the store."""
+        log.error("the core failed during a step: exiting without a commit; the store holds the last good state")
+        if self.transport is not None:
+            self.transport.close()
+        if self.slave is not None:
+            self.slave.stop()
+        self.close_devices()
+        return 1
 
     # ------------------------------------------------------------ status for diag
 

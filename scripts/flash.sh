@@ -35,7 +35,7 @@ MPREMOTE=${MPREMOTE:-$([ -x "$VENV_BIN/mpremote" ] && echo "$VENV_BIN/mpremote" 
 MICROPYTHON=${MICROPYTHON:-$([ -x "$VENV_BIN/micropython" ] && echo "$VENV_BIN/micropython" || echo micropython)}
 
 # Board files besides agent/: the backend and what it imports.
-MPY_HW_FILES="hw/__init__.py hw/base.py hw/config.py hw/mpy.py"
+MPY_HW_FILES="hw/__init__.py hw/base.py hw/config.py hw/keys.py hw/mpy.py"
 # docs/deploy.md: the unit's Documentation= points at it.
 PI_SOURCES="agent hw pmeter sim pyproject.toml README.md docs/agent.md docs/deploy.md docs/hardware.md"
 SERVICE=pmeter-agent

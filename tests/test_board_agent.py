@@ -24,16 +24,21 @@ from mosquitto import MOSQUITTO, make_pki
 from test_agent_process import MID, Agent, _push, rig  # noqa: F401 (rig: the broker with the shipped TLS config)
 from test_firmware import firmware  # noqa: F401 (the session fixture: the cached build)
 
+from agent.tokens import keypad as kp
+
 ROOT = Path(__file__).resolve().parent.parent
 FAKES = ROOT / "tests" / "fakes"
 # The smallest heap the whole journey below completes in on the 32-bit
 # frozen build (docs/benchmarks.md); PMETER_BOARD_HEAP overrides it to measure.
-HEAP = os.environ.get("PMETER_BOARD_HEAP", "160K")
+HEAP = os.environ.get("PMETER_BOARD_HEAP", "240K")
 WAIT = 30  # seconds for a line the board is expected to log (a loaded CI machine)
 AMOUNT = "12.34"
 MINOR = 123400
+KEYPAD_KEY = bytes(range(200, 216))
 
 ENTRY = r'''
+import time
+
 import machine
 import network
 import hw.mpy
@@ -55,10 +60,17 @@ def _exists(name):
 def _tear_store_writes():
     # With a file "tear" in the board's folder, the next store write stops
     # half-way and the board hangs there until the test kills it: a power
-    # cut in the middle of a commit.
+    # cut in the middle of a commit.  With a file "oom", encoding a message
+    # or the state raises MemoryError, as on a board whose heap runs out.
     from agent import store
 
     write = store._OsHandle.write
+    pack = store.msgpack.pack
+
+    def pack_or_fail(*args):
+        if _exists("oom"):
+            raise MemoryError("memory allocation failed (injected by the test)")
+        return pack(*args)
 
     def torn(self, data):
         if _exists("tear"):
@@ -71,6 +83,7 @@ def _tear_store_writes():
         return write(self, data)
 
     store._OsHandle.write = torn
+    store.msgpack.pack = pack_or_fail
 
 
 async def load(agent):
@@ -84,6 +97,12 @@ async def load(agent):
         machine.drive(4, 1)
         await asyncio.sleep_ms(460)
         n += 1
+        if _exists("keys.txt"):  # the test types on the keypad (a controller on UART 1)
+            with open("keys.txt", "rb") as f:
+                machine.uart_feed(1, f.read())
+            import os
+
+            os.remove("keys.txt")
         if n % 4 == 0:
             m = agent.app.meter
             link = agent.link.transport
@@ -106,8 +125,9 @@ def _board_dir(rig, name, **extra):
         "relay": {"pulse_ms": 20, "feedback": False},
         "hw": {"pulse_pin": 4, "relay_set_pin": 16, "relay_reset_pin": 17, "led_pin": 21, "poll_ms": 20},
         "store": {"checkpoint_s": 600},  # no routine checkpoint in the way of the commits under test
-        "agent": {"fw": "board-test"},
-        "tokens": {"key": fleet.meter_key(MID).hex()},
+        "agent": {"fw": "board-test", "keypad": "uart:1"},
+        "tokens": {"key": fleet.meter_key(MID).hex(), "keypad_key": KEYPAD_KEY.hex(),
+                   "keypad_starting_code": kp.Chain(KEYPAD_KEY).start},
         "link": {"key": fleet.link_key(MID).hex(), "telemetry_s": 10},
         # localhost: the name in the broker's certificate, checked by mbedTLS
         "mqtt": {"host": "localhost", "port": broker.tls_port, "ca": str(pki.ca_cert),
@@ -187,6 +207,14 @@ def test_board_agent_connects_tops_up_and_survives_a_cut_mid_commit(rig, firmwar
         assert again["code"] == "accepted", (again, b.log())
         # Exactly one more top-up: none lost, none doubled.
         assert again["balance"] == 2 * MINOR, (again, b.log())
+        # A code typed on the keypad: 3 CNY, then a wrong one (refused, logged).
+        (folder / "keys.txt").write_text("*%s#" % kp.Chain(KEYPAD_KEY).token(3, 2))  # an even count adds credit
+        assert b.wait_log("keypad code: accepted", timeout=WAIT), b.log()
+        (folder / "keys.txt").write_text("*000000000#")
+        assert b.wait_log("token refused (keypad", timeout=WAIT), b.log()
+        n = len(b.lines("status "))
+        assert b.wait_log("status ", count=n + 1, timeout=WAIT), b.log()
+        assert b.status()[1] == 2 * MINOR + 30000, b.log()
     finally:
         b.kill()
     print("heap figures (bytes in use after gc.collect):", figures)
@@ -236,3 +264,25 @@ def test_board_agent_refuses_a_broker_its_ca_did_not_sign(rig, tmp_path, firmwar
         assert "mqtt connected" not in b.log(), b.log()
     finally:
         b.kill()
+
+
+def test_board_agent_out_of_memory_in_a_commit_acknowledges_nothing_and_restarts_from_the_store(rig, firmware):  # noqa: F811
+    tmp = rig[0]
+    folder = _board_dir(rig, "oom", tariff={"price": 0})
+    b = Board(firmware, folder)
+    try:
+        assert b.wait_log("mqtt connected", timeout=WAIT), b.log()
+        (folder / "oom").write_text("")
+        res = _push(rig, AMOUNT, tmp / "oom.db")
+        assert res["code"] != "accepted", (res, b.log())  # the credit never reached the store: no ack
+        assert b.proc.wait(timeout=WAIT) != 0 and "MemoryError" in b.log(), b.log()  # main.py resets the board
+        b.kill()
+        (folder / "oom").unlink()
+        b = Board(firmware, folder)
+        assert b.wait_log("mqtt connected", timeout=WAIT), b.log()
+        assert _booted_balance(b) == 0, b.log()
+        res = _push(rig, AMOUNT, tmp / "oom.db")
+        assert res["code"] == "accepted" and res["balance"] == MINOR, (res, b.log())
+    finally:
+        b.kill()
+

