@@ -22,6 +22,9 @@ entry starts and ends.
 
 import errno
 
+# MicroPython's errno has no EWOULDBLOCK (on Linux it equals EAGAIN).
+_WOULD_BLOCK = (errno.EAGAIN, getattr(errno, "EWOULDBLOCK", errno.EAGAIN))
+
 
 def _quiet(message):
     pass
@@ -120,7 +123,7 @@ class KeypadSource:
             try:
                 data = self._read()
             except OSError as exc:
-                if exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK):
+                if exc.errno in _WOULD_BLOCK:
                     break
                 self.log("keypad %s: read failed (%s); input stopped" % (self.name, exc))
                 self.eof = True
