@@ -2,7 +2,7 @@
 
 Each component declares its own section next to its code; this module
 only gathers them (it never copies a field), adds the sections that
-belong to the agent shell itself (``agent``, ``link``, ``mqtt``, ``sim``)
+belong to the agent shell itself (``agent``, ``link``, ``mqtt``, ``wifi``, ``sim``)
 and checks the rules that span sections:
 
 - the core's sections (``meter``, ``pulse``, ``account``, ``tariff``,
@@ -34,7 +34,7 @@ AGENT_FIELDS = {
     ),
     "fw": Field(STR, "pmeter-agent", None, None, "firmware name reported in the MQTT birth message"),
     "keypad": Field(
-        STR, "", None, None, "keypad input: empty = none, '-' = stdin, a FIFO path, or a serial device or URL (codes typed between * and #)"
+        STR, "", None, None, "keypad input: empty = none, '-' = stdin, a FIFO path, or a serial device or URL; on a board 'uart:N' (codes typed between * and #)"
     ),
     "keypad_baud": Field(INT, 9600, between(300, 921600), None, "bit rate of a serial keypad"),
     "keys": Field(
@@ -79,6 +79,11 @@ MQTT_FIELDS = {
     "protocol": Field(INT, 5, one_of(5, 4), None, "MQTT protocol: 5, or 4 for 3.1.1 (5 falls back to 3.1.1 by itself)"),
 }
 
+WIFI_FIELDS = {
+    "ssid": Field(STR, None, None, None, "Wi-Fi network a board joins (unset = no Wi-Fi: a Pi, a wired board)"),
+    "password": Field(STR, None, None, None, "Wi-Fi password"),
+}
+
 SIM_FIELDS = {
     "load_w": Field(INT, 1000, between(0, 100000), None, "constant load of the simulated household (W)"),
     "feedback": Field(BOOL, True, None, None, "the simulated relay has a feedback contact"),
@@ -112,6 +117,7 @@ def _schema():
     schema["agent"] = Field(TABLE, {}, None, AGENT_FIELDS, "the agent process")
     schema["link"] = Field(TABLE, {}, None, link, "MQTT link protocol: keys, topics, Home Assistant discovery")
     schema["mqtt"] = Field(TABLE, {}, None, MQTT_FIELDS, "MQTT broker connection")
+    schema["wifi"] = Field(TABLE, {}, None, WIFI_FIELDS, "Wi-Fi (MicroPython boards)")
     schema["sim"] = Field(TABLE, {}, None, SIM_FIELDS, "simulated hardware (--hw sim)")
     return schema
 

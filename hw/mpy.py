@@ -11,8 +11,10 @@ filter.  ``machine.WDT`` resets a hung board; ``machine.RTC`` keeps wall
 time.  ``time.ticks_ms`` wraps (2**30 ms on boards): every difference
 goes through ``time.ticks_diff`` and ``Backend.mono`` extends it.
 
-``main()`` is what the board's main.py calls: load config.json, restore
-the meter from the store, and run ``main_loop`` under asyncio.
+``main()`` is what the board's main.py calls: load config.json (the
+agent's one schema), build the endpoint through ``agent.app.App`` (meter,
+durable store, tokens, link session), join Wi-Fi, keep the MQTT link up
+over TLS and run the one loop under asyncio.
 """
 
 import time
@@ -21,7 +23,7 @@ import machine
 from machine import Pin
 
 from agent.calendar import civil_from_days, days_from_civil
-from hw.base import EV_BUTTON, EV_FEEDBACK, EV_POWER, EV_PULSE, EV_TAMPER, Backend, Loop
+from hw.base import EV_BUTTON, EV_FEEDBACK, EV_POWER, EV_PULSE, EV_TAMPER, Backend
 from hw.config import ConfigError, require
 
 try:
@@ -211,132 +213,289 @@ def _check_pins(cfg, platform):
                 raise ConfigError("hw." + key, "the RP2040 has GPIO 0-29, got %d" % pin)
 
 
-# ---------------------------------------------------------------- main loop
+# ---------------------------------------------------------------- the board agent
 
 
-async def main_loop(backend, meter, other, tick_ms=1000, passes=None):
-    """Run the agent under asyncio: ``hw.base.Loop`` with non-blocking coil pulses.
+def _mem(log, step):
+    # The heap in use after a collection, at each step (docs/benchmarks.md).
+    import gc
 
-    ``other(action)`` carries out Persist, Publish and Ack, in order, so a
-    Persist completes before the coil pulse or Ack after it.  While a coil
-    is energised other tasks (the MQTT link) keep running.  ``passes``
-    stops after that many passes (tests); None runs for ever.
+    if hasattr(gc, "mem_alloc"):
+        gc.collect()
+        log("mem %s %d" % (step, gc.mem_alloc()))
+
+
+def _der(path):
+    """A certificate or key file as DER: MicroPython's mbedTLS takes DER
+    (PEM would need a NUL terminator it does not add)."""
+    import binascii
+
+    with open(path, "rb") as f:
+        data = f.read()
+    if not data.startswith(b"-----BEGIN"):
+        return data
+    body = b"".join(line for line in data.split(b"\n") if line and not line.startswith(b"-----"))
+    return binascii.a2b_base64(body)
+
+
+def _rand():
+    import os
+
+    r = os.urandom(4)
+    return ((r[0] << 24) | (r[1] << 16) | (r[2] << 8) | r[3]) >> 2
+
+
+class BoardLink:
+    """Wi-Fi join with backoff, then the MQTT transport (agent/link/umqtt.py)
+    over TLS with the meter's client certificate.
+
+    ``step()`` never raises and never reboots: a broker or Wi-Fi outage is
+    a backoff and a later retry while the meter runs on.  What the broker
+    sends goes through ``app``; hardware actions it returns are appended to
+    ``pending`` for the main loop (which owns the coils).
     """
-    from agent.events import Boot
 
-    loop = Loop(backend, meter, other, tick_ms)
-    await _feed(backend, meter.handle(Boot(backend.wall(), backend.mono())), other)
-    for event in backend.start():
-        await _feed(backend, meter.handle(event), other)
-    loop.last_tick = backend.mono()
-    poll_ms = backend.cfg["poll_ms"]
-    while passes is None or loop.steps < passes:
-        loop.steps += 1
-        for event in backend.poll():
-            await _feed(backend, meter.handle(event), other)
-        tick = loop.tick_due()
-        if tick is not None:
-            await _feed(backend, meter.handle(tick), other)
-        backend.feed_watchdog()
-        await asyncio.sleep_ms(poll_ms)
+    def __init__(self, app, cfg, backend, pending, log):
+        from agent.link.backoff import Backoff
+        from agent.link.umqtt import Transport
+
+        mq = cfg["mqtt"]
+        self.wifi = cfg["wifi"]
+        self.mq = mq
+        self.log = log
+        self.clock = lambda: (backend.wall(), backend.mono())
+        self.wlan = None
+        self.joined = False
+        self.next_join = 0
+        self.wifi_backoff = Backoff(1000, 60000)
+        self.connects = 0
+        self.transport = Transport(app, self._socket, mq["client_id"] or app.meter_id, Backoff(1000, 120000),
+                                   self.clock, _rand, keepalive=mq["keepalive_s"], user=mq["username"],
+                                   password=mq["password"], on_hw=pending.extend, log=lambda m: log("mqtt: " + m))
+
+    def _socket(self):
+        from agent.link.umqtt import open_socket
+
+        mq = self.mq
+        ctx = None
+        if mq["tls"]:
+            import ssl
+
+            # Built per connection: the parsed certificates leave the heap
+            # while the broker is away.
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            # MicroPython's default is CERT_NONE (any broker would do); the
+            # board stubs lack the attribute.
+            ctx.verify_mode = ssl.CERT_REQUIRED  # type: ignore[attr-defined]
+            ctx.load_verify_locations(cadata=_der(mq["ca"]))
+            if mq["cert"] is not None:
+                ctx.load_cert_chain(_der(mq["cert"]), _der(mq["key"]))
+        return open_socket(mq["host"], mq["port"], ctx, server_hostname=mq["host"])
+
+    def _wifi_up(self, mono):
+        if self.wifi["ssid"] is None:
+            return True  # wired, or the unix port: no Wi-Fi to join
+        w = self.wlan
+        if w is None:
+            import network
+
+            w = self.wlan = network.WLAN(network.STA_IF)
+            w.active(True)
+        if w.isconnected():
+            if not self.joined:
+                self.joined = True
+                self.wifi_backoff.connected(mono)
+                self.log("wifi connected to %s as %s" % (self.wifi["ssid"], w.ifconfig()[0]))
+            return True
+        if self.joined:
+            self.joined = False
+            self.wifi_backoff.disconnected(mono)
+            self.log("wifi lost")
+        if mono >= self.next_join:
+            delay = self.wifi_backoff.next_delay(_rand())
+            self.next_join = mono + delay
+            self.log("wifi joining %s (next try in %d ms)" % (self.wifi["ssid"], delay))
+            try:
+                w.connect(self.wifi["ssid"], self.wifi["password"])
+            except OSError as exc:
+                self.log("wifi join failed: %r" % (exc,))
+        return False
+
+    def step(self):
+        """Join Wi-Fi when due, connect when due, handle what arrived."""
+        if not self._wifi_up(self.clock()[1]):
+            return
+        t = self.transport
+        t.step(0)
+        if t.connects != self.connects:
+            self.connects = t.connects
+            self.log("mqtt connected to %s:%d (connection %d)" % (self.mq["host"], self.mq["port"], t.connects))
+            _mem(self.log, "connected")
+
+    def send(self, outs):
+        """Publish ``Out``s now (the outbox keeps them while offline)."""
+        self.transport.send(outs)
 
 
-async def _feed(backend, actions, other):
-    for action in actions:
-        if action.kind == "pulse_coil":
-            backend.execute(action, wait=False)
-            await backend.coil_steps()
-        elif not backend.execute(action):
-            other(action)
+class BoardAgent:
+    """The board's shell around ``agent.app.App``: hardware, link, one loop.
+
+    One asyncio task runs everything in order: inputs into the App, the
+    Tick, the coil pulses awaited to the end, then the link.  The link's
+    connect (TLS handshake) blocks, so it never runs while a coil is
+    energised: a pulse is never stretched past ``relay.pulse_ms``.
+    """
+
+    def __init__(self, app, backend, link, pending, log, keypad=None):
+        self.app = app
+        self.backend = backend
+        self.link = link
+        self.pending = pending
+        self.log = log
+        self.keypad = keypad  # a hw.keys.KeypadSource, or None
+        self.passes = 0
+
+    async def carry(self, result):
+        """Carry out one step's (hardware actions, Outs), coil pulses to the end."""
+        hw, outs = result
+        b = self.backend
+        for a in hw:
+            if a.kind == "pulse_coil":
+                b.execute(a, wait=False)
+                await b.coil_steps()
+            elif not b.execute(a):
+                self.log("ack %s %s" % (a.ref, a.code))  # the core's answer to a command (MQTT acks also go out sealed)
+        if outs and self.link is not None:
+            self.link.send(outs)
+
+    async def run(self, passes=None):
+        """Boot, then loop (``passes`` times, or for ever)."""
+        b = self.backend
+        app = self.app
+        await self.carry(app.boot(b.wall(), b.mono()))
+        m = app.meter
+        self.log("meter %s booted: balance %d, energy %d Wh, relay %s, store %s" % (
+            app.meter_id, m.balance, m.energy_wh, m.relay_state, app.device.source or "new"))
+        _mem(self.log, "booted")
+        for ev in b.start():
+            await self.carry(app.event(ev, b.wall()))
+        poll_ms = b.cfg["poll_ms"]
+        while passes is None or self.passes < passes:
+            self.passes += 1
+            for ev in b.poll():
+                await self.carry(app.event(ev, b.wall()))
+            await self.carry(app.tick(b.wall(), b.mono()))
+            if self.keypad is not None:
+                mono = b.mono()
+                for digits in self.keypad.poll(mono):
+                    code, hw, outs = app.keypad(digits, b.wall(), mono)
+                    self.log("keypad code: %s" % code)
+                    await self.carry((hw, outs))
+            if self.pending:
+                hw = self.pending[:]
+                del self.pending[:]
+                await self.carry((hw, []))
+            if self.link is not None:
+                self.link.step()
+            if app.fault is not None:
+                # A step failed half-way (MemoryError): restart from the
+                # store; main.py resets the board.
+                raise app.fault
+            app.idle()
+            b.feed_watchdog()
+            wait = app.sleep_ms(b.wall(), b.mono())
+            await asyncio.sleep_ms(wait if wait < poll_ms else poll_ms)
 
 
 # ---------------------------------------------------------------- board entry
 
 
 def load_config(path="config.json"):
-    """Read and validate the board's JSON config: (core config, hw section, raw dict).
+    """The board's JSON config validated with the agent's full schema (agent/settings.py).
 
-    The core's sections and ``hw`` are validated here; other sections
-    (link, keys, ...) are left in ``raw`` for their own components.
+    The keys may sit in config.json itself (a board's flash has no file
+    modes) or in the file ``agent.keys`` names.
     """
-    import json
+    from agent import settings
 
-    from agent.meter import SCHEMA, load_config as core_config
-    from hw.config import validate_hw
-
-    with open(path) as f:
-        raw = json.load(f)
+    try:
+        with open(path) as f:
+            raw = settings.parse(f.read(), path)
+    except OSError as exc:
+        raise ConfigError("(file)", "cannot read %s: %s" % (path, exc))
     if not isinstance(raw, dict):
-        raise ConfigError("(top)", "config.json must hold a JSON object")
-    core = {}
-    for key in raw:
-        if key in SCHEMA:
-            core[key] = raw[key]
-    return core_config(core), validate_hw(raw.get("hw", {})), raw
+        raise ConfigError("(file)", "%s must hold a JSON object" % path)
+    if "tokens" not in raw:
+        raw = settings.merge_keys(raw, path)
+    return settings.validate(raw)
 
 
-class BoardShell:
-    """What the board does with Persist, Publish and Ack: store, print."""
+def open_keypad(spec, baud, log):
+    """The keypad of ``agent.keypad``: "" none, "uart:N" the keys a keypad
+    controller writes to UART N (a GPIO-matrix keypad needs such a scanner)."""
+    if not spec:
+        return None
+    if not spec.startswith("uart:") or not spec[5:].isdigit():
+        raise ConfigError("agent.keypad", "on a board: empty or 'uart:N' (the UART the keypad writes to), got %r" % (spec,))
+    from hw.keys import KeyCollector, KeypadSource
 
-    def __init__(self, meter, store, persist_every_s=300):
-        self.meter = meter
-        self.store = store
-        self.persist_every_s = persist_every_s
-        self.last_commit = None
-        self.commits = 0
-
-    def __call__(self, action):
-        kind = action.kind
-        if kind == "persist":
-            now = time.ticks_ms()
-            # Urgent commits are immediate; routine ones are batched to spare flash.
-            if action.urgent or self.last_commit is None or time.ticks_diff(now, self.last_commit) >= self.persist_every_s * 1000:
-                self.store.commit(self.meter.snapshot())
-                self.last_commit = now
-                self.commits += 1
-        elif kind == "publish":
-            rec = action.record
-            print("event", rec.seq, rec.kind, rec.reason)
-        elif kind == "ack":
-            print("ack", action.ref, action.code, action.balance)
+    uart = machine.UART(int(spec[5:]), baudrate=baud, timeout=0)
+    return KeypadSource(uart.read, spec, KeyCollector(log=log), log=log)
 
 
-def restore(cfg, store):
-    """The meter from the newest stored state that fits, or a new one."""
-    from agent.meter import Meter
+def _log_record(log):
+    def on_record(rec):
+        log("event %d %s %s %r" % (rec.seq, rec.kind, rec.reason, rec.data))
+        if rec.kind == "topup":
+            _mem(log, "topup")
 
-    loaded, findings, _had = store.load()
-    for finding in findings:
-        print("store:", finding)
-    for candidate in loaded:
-        try:
-            meter = Meter.restore(cfg, candidate.value)
-        except ValueError as exc:
-            print("store: state does not fit:", exc)
-            continue
-        store.adopt(candidate)
-        return meter
-    store.adopt(None)
-    return Meter(cfg)
+    return on_record
 
 
-def main(config_path="config.json", data_dir="data", watchdog=True, passes=None):
-    """Board entry point (main.py): config, store, backend, asyncio loop."""
+def _log_refusal(log):
+    def on_refusal(source, ref, code, why):
+        log("token refused (%s, ref %s): %s%s" % (source, "-" if ref is None else ref, code,
+                                                   "" if not why or why == code else " (%s)" % why))
+
+    return on_refusal
+
+
+def main(config_path="config.json", data_dir="data", watchdog=True, passes=None, extra=None, log=print):
+    """Board entry point (main.py): config, App, backend, link, asyncio loop.
+
+    ``extra(agent)``, when given, is a coroutine run beside the loop (the
+    virtual board and tests drive the fake pins with it).  Returns the
+    BoardAgent after ``passes`` passes.
+    """
     import os
 
-    from agent.store import OsFS, Store
+    from agent.app import App
+    from agent.store import OsFS
 
-    cfg, hw, _raw = load_config(config_path)
+    _mem(log, "start")
+    cfg = load_config(config_path)
+    keypad = open_keypad(cfg["agent"]["keypad"], cfg["agent"]["keypad_baud"], log)
     try:
         os.mkdir(data_dir)
     except OSError:
         pass  # already there
-    store = Store(OsFS(), data_dir, cfg["meter"]["id"])
-    meter = restore(cfg, store)
-    backend = MpyBackend(hw, watchdog=watchdog)
-    shell = BoardShell(meter, store)
+    backend = MpyBackend(cfg["hw"], watchdog=watchdog, log=lambda m: log("hw: " + m))
+    app = App(cfg, OsFS(), data_dir, os.urandom(8), on_clock=backend.set_wall, on_record=_log_record(log),
+              on_refusal=_log_refusal(log))
+    pending = []
+    link = BoardLink(app, cfg, backend, pending, log) if cfg["mqtt"]["host"] is not None else None
+    if link is None:
+        log("no mqtt.host: running offline")
+    agent = BoardAgent(app, backend, link, pending, log, keypad)
+    _mem(log, "built")
+
+    async def run():
+        if extra is not None:
+            asyncio.create_task(extra(agent))
+        await agent.run(passes)
+
     try:
-        asyncio.run(main_loop(backend, meter, shell, passes=passes))
+        asyncio.run(run())
     finally:
         backend.close()
-    return meter, backend, shell
+    return agent

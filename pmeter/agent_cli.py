@@ -76,12 +76,8 @@ class AgentRuntime:
     """The agent process minus argument parsing: build with a validated config, then ``run``."""
 
     def __init__(self, cfg, hw_name, data_dir, backend_options=None):
-        from agent.device import Device
-        from agent.link.agent import LinkedMeter
-        from agent.link.envelope import LinkKeys
-        from agent.link.session import Session
-        from agent.store import OsFS, Store
-        from agent.tokens import TokenGuard
+        from agent.app import App
+        from agent.store import OsFS
         from hw import make_backend
         from hw.mqtt_paho import nonce_prefix
 
@@ -107,19 +103,13 @@ class AgentRuntime:
             opts.setdefault("load_w", cfg["sim"]["load_w"])
             opts.setdefault("feedback", cfg["sim"]["feedback"])
         self.backend = make_backend(hw_name, cfg, **opts)
-        self.store = Store(OsFS(), data_dir, mid)
-        self.device = Device(cfg, self.store)
-        self.guard = TokenGuard.from_config(mid, cfg["tokens"])
-        lk = cfg["link"]["key"]
-        # Without mqtt.host nothing is ever sealed; the outbox still keeps
-        # the events (bounded) for the day a broker is configured.
-        keys = LinkKeys(binascii.unhexlify(lk) if lk else bytes(32))
-        self.session = Session(mid, keys, nonce_prefix(), prefix=cfg["link"]["prefix"],
-                               fw=cfg["agent"]["fw"], key_rev=self.guard.revision, ha=cfg["link"])
-        self.linked = LinkedMeter(self.device, self.guard, self.session, telemetry_s=cfg["link"]["telemetry_s"],
-                                  telemetry_offset_s=int(mid) % cfg["link"]["telemetry_s"],
-                                  on_clock=self.backend.set_wall, on_record=self._log_record,
-                                  on_refusal=self._log_refusal)
+        self.app = App(cfg, OsFS(), data_dir, nonce_prefix(), on_clock=self.backend.set_wall,
+                       on_record=self._log_record, on_refusal=self._log_refusal)
+        self.store = self.app.store
+        self.device = self.app.device
+        self.guard = self.app.guard
+        self.session = self.app.session
+        self.linked = self.app.linked
         self.lock = threading.RLock()  # the core is driven by the loop and the DL/T 645 threads
         self.transport = None
         self.slave = None
@@ -141,7 +131,6 @@ class AgentRuntime:
         self.stop = threading.Event()
         self.errors = 0
         self._status = None
-        self._last_tick = None
         self._connects = 0
 
     # ------------------------------------------------------------ plumbing
@@ -165,13 +154,17 @@ class AgentRuntime:
 
     def feed(self, event):
         """One event through the linked meter; hardware and MQTT carried out."""
-        hw, outs = self.linked.handle(event, self.backend.wall())
+        self.run_step(self.app.event(event, self.backend.wall()))
+
+    def run_step(self, result):
+        """Carry out one step's (hardware actions, Outs)."""
+        hw, outs = result
         self.execute(hw)
         self.send(outs)
 
     def _dispatch(self, events):
         # DL/T 645 frames that ask the meter to act; runs under self.lock.
-        actions, outs = self.linked.dispatch(events, self.backend.wall())
+        actions, outs = self.app.dispatch(events, self.backend.wall())
         self.execute([a for a in actions if a.kind != "ack"])
         self.pending_outs.extend(outs)  # the transport belongs to the main loop
         return actions
@@ -182,11 +175,10 @@ class AgentRuntime:
         """Load the store, boot the core, start the transport and the slave."""
         b = self.backend
         with self.lock:
-            hw, outs = self.linked.boot(b.wall(), b.mono())
+            hw, outs = self.app.boot(b.wall(), b.mono())
             self.execute(hw)
             for ev in b.start():
                 self.feed(ev)
-            self._last_tick = b.mono()
         m = self.linked.meter
         log.info("meter %s booted (%s backend): balance %d, energy %d Wh, relay %s, store %s",
                  self.meter_id, b.name, m.balance, m.energy_wh, m.relay_state, self.device.source or "new")
@@ -211,7 +203,7 @@ class AgentRuntime:
 
         tls = TLS(mq["ca"], mq["cert"], mq["key"]) if mq["tls"] else None
         return PahoTransport(
-            self.linked, mq["host"], mq["port"], mq["client_id"] or self.meter_id,
+            self.app, mq["host"], mq["port"], mq["client_id"] or self.meter_id,
             tls=tls, username=mq["username"], password=mq["password"], keepalive=mq["keepalive_s"],
             on_hw=self.execute, log=lambda m: log.warning("mqtt: %s", m),
             protocol=mqtt.MQTTv5 if mq["protocol"] == 5 else mqtt.MQTTv311)
@@ -268,7 +260,7 @@ class AgentRuntime:
             self.master_reads += 1
             for reason, data in self.master_check.update(self.linked.meter.energy_wh, register_wh):
                 b = self.backend
-                hw, outs = self.linked.handle(Anomaly(reason, data, b.wall(), b.mono()), b.wall())
+                hw, outs = self.app.event(Anomaly(reason, data, b.wall(), b.mono()), b.wall())
                 self.execute(hw)
                 self.pending_outs.extend(outs)
                 found.append((reason, data))
@@ -309,19 +301,13 @@ class AgentRuntime:
                 self.feed(ev)
             mono = b.mono()
             wall = b.wall()
-            deadline = self.linked.next_deadline()
-            if mono - self._last_tick >= self.cfg["agent"]["tick_ms"] or (deadline is not None and wall >= deadline):
-                from agent.events import Tick
-
-                self._last_tick = mono
-                self.feed(Tick(wall, mono))
+            self.run_step(self.app.tick(wall, mono))
             if self.keypad is not None:
                 for digits in self.keypad.poll(mono):
-                    code, hw, outs = self.linked.keypad(digits, wall, mono)
+                    code, hw, outs = self.app.keypad(digits, wall, mono)
                     if code == results.ACCEPTED:
                         log.info("keypad code: accepted")
-                    self.execute(hw)
-                    self.send(outs)
+                    self.run_step((hw, outs))
             if self.pending_outs:
                 outs, self.pending_outs = self.pending_outs, []
                 self.send(outs)
@@ -331,8 +317,7 @@ class AgentRuntime:
                 if t.connects != self._connects:
                     self._connects = t.connects
                     log.info("MQTT connected to %s:%d (connection %d)", t.host, t.port, t.connects)
-            if self.cfg["agent"]["keypad_budget"]:
-                self.linked.idle(self.cfg["agent"]["keypad_budget"])
+            self.app.idle()
             b.feed_watchdog()
             self.write_status()
 
@@ -346,9 +331,22 @@ class AgentRuntime:
             except Exception:  # keep metering: one bad pass must not end the process
                 self.errors += 1
                 log.exception("main loop pass failed (%d so far)", self.errors)
+                if self.app.fault is not None:
+                    return self.abandon()
             self.stop.wait(poll / 1000.0)
         self.shutdown()
         return 0
+
+    def abandon(self):
+        """The core failed half-way through a step: stop without committing or
+        sending anything it made, so the restart (systemd) begins from the store."""
+        log.error("the core failed during a step: exiting without a commit; the store holds the last good state")
+        if self.transport is not None:
+            self.transport.close()
+        if self.slave is not None:
+            self.slave.stop()
+        self.close_devices()
+        return 1
 
     # ------------------------------------------------------------ status for diag
 

@@ -35,7 +35,7 @@ MPREMOTE=${MPREMOTE:-$([ -x "$VENV_BIN/mpremote" ] && echo "$VENV_BIN/mpremote" 
 MICROPYTHON=${MICROPYTHON:-$([ -x "$VENV_BIN/micropython" ] && echo "$VENV_BIN/micropython" || echo micropython)}
 
 # Board files besides agent/: the backend and what it imports.
-MPY_HW_FILES="hw/__init__.py hw/base.py hw/config.py hw/mpy.py"
+MPY_HW_FILES="hw/__init__.py hw/base.py hw/config.py hw/keys.py hw/mpy.py"
 # docs/deploy.md: the unit's Documentation= points at it.
 PI_SOURCES="agent hw pmeter sim pyproject.toml README.md docs/agent.md docs/deploy.md docs/hardware.md"
 SERVICE=pmeter-agent
@@ -68,7 +68,7 @@ run() {
 # checkout or source tarball; by default $PMETER_MICROPYTHON_SRC, else the
 # vendored tarball in ../shared/vendor beside the repository.  Built binaries
 # are cached under ~/.cache/pmeter/firmware/KEY, KEY hashing the source, the
-# manifest, the agent's files and the build flags: an unchanged tree never
+# manifest, the agent's and the board shell's files and the build flags: an unchanged tree never
 # rebuilds, and a changed agent only re-freezes and relinks in the kept
 # build tree of its source.  Needs gcc -m32 (Debian: gcc-multilib) and make.
 FIRMWARE_DEFAULT_SRC=$ROOT/../shared/vendor/micropython-v1.29-preview-1c3c201.tar.gz
@@ -89,7 +89,8 @@ firmware_source_id() {  # firmware_source_id SRC: what identifies the source, on
 firmware_key() {  # firmware_key SOURCE_ID: the binary's cache key, on stdout
     {
         echo "$1 $FIRMWARE_MAKE_FLAGS"
-        (cd "$ROOT" && { echo mpy/manifest.py; find agent -name '*.py'; } | LC_ALL=C sort | xargs sha256sum)
+        # shellcheck disable=SC2086
+        (cd "$ROOT" && { echo mpy/manifest.py; find agent -name '*.py'; printf '%s\n' $MPY_HW_FILES; } | LC_ALL=C sort | xargs sha256sum)
     } | sha256sum | cut -c1-16
 }
 

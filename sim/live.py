@@ -42,14 +42,10 @@ import time
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from agent.app import App
 from agent.events import Pulses
-from agent.link.agent import LinkedMeter
 from agent.link import topics
-from agent.link.session import Session
 from agent import settings
-from agent.device import Device
-from agent.store import Store
-from agent.tokens import TokenGuard
 from headend.link import Fleet, HeadEnd
 from hw.mqtt_paho import TLS, PahoTransport, mono_ms, nodelay, wall_s
 from sim import derive_seed
@@ -211,24 +207,21 @@ class LiveMeter:
         raw = meter_config(base, index)
         self.id = raw["meter"]["id"]
         raw["tokens"] = {"key": fleet.meter_key(self.id).hex()}
+        raw["link"] = dict(raw.get("link") or {}, key=fleet.link_key(self.id).hex())
+        raw["agent"] = dict(raw.get("agent") or {}, fw="sim-live")
         cfg = settings.load(raw)
         rng = random.Random(derive_seed(seed, "live", index))
         nonce = bytes(rng.getrandbits(8) for _ in range(8))
         # The real Device and Store (encode, CRC, A/B slots, deltas) on a RAM
         # file system: thousands of meters on one disk would measure the disk.
-        device = Device(cfg, Store(MemFS(), "/mem/" + self.id, self.id))
-        self.linked = LinkedMeter(
-            device,
-            TokenGuard.from_config(self.id, cfg["tokens"]),
-            Session(self.id, fleet.keys(self.id), nonce, boot=1, fw="sim-live"),
-            telemetry_s=telemetry_s,
-            telemetry_offset_s=random.Random(derive_seed(seed, "tele", index)).randrange(telemetry_s) if spread else 0,
-        )
+        self.app = App(cfg, MemFS(), "/mem/" + self.id, nonce, telemetry_s=telemetry_s,
+                       telemetry_offset_s=random.Random(derive_seed(seed, "tele", index)).randrange(telemetry_s) if spread else 0)
+        self.linked = self.app.linked
         self.house = Household(derive_seed(seed, "house", index), tz_offset_s=TZ_S)
         self.source = PulseSource(cfg["meter"]["constant"])
         self.speed = speed
         self.on_close = on_close
-        self.transport = SelectorTransport(self.linked, host, port, "sim-%s-%d" % (self.id, os.getpid()),
+        self.transport = SelectorTransport(self.app, host, port, "sim-%s-%d" % (self.id, os.getpid()),
                                            tls=tls, on_hw=self._hw, log=log, rng=rng)
         self.sim_t = None
         self.last_wall = None
@@ -244,7 +237,7 @@ class LiveMeter:
         wall = wall_s()
         self.sim_t = wall
         self.last_wall = wall
-        hw, outs = self.linked.boot(wall, mono_ms())
+        hw, outs = self.app.boot(wall, mono_ms())
         self._hw(hw)
 
     def tick(self, wall):
@@ -255,8 +248,7 @@ class LiveMeter:
         self.last_wall = wall
         mwh = self.house.energy_mwh(self.sim_t, t1) if self.linked.meter.relay_position is not False else 0
         self.sim_t = t1
-        linked = self.linked
-        hw, outs = linked.handle(Pulses(self.source.advance(mwh), wall, mono_ms()), wall)
+        hw, outs = self.app.event(Pulses(self.source.advance(mwh), wall, mono_ms()), wall)
         if hw:
             self._hw(hw)
         if outs:

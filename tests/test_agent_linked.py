@@ -8,7 +8,7 @@ import os
 import pytest
 
 from agent import results, settings
-from agent.device import Device
+from agent.app import App
 from agent.events import Command, Pulses, Tamper, Tick
 from agent.link import envelope, topics
 from agent.link.agent import LinkedMeter
@@ -35,6 +35,7 @@ def _cfg(**account):
         "account": acc,
         "tokens": {"key": Fleet(MASTER).meter_key(MID).hex(), "keypad_key": kk.hex(),
                    "keypad_starting_code": kp.Chain(kk).start},
+        "link": {"key": Fleet(MASTER).link_key(MID).hex()},
     })
 
 
@@ -47,11 +48,9 @@ class Rig:
         self.build()
 
     def build(self):
-        self.store = Store(OsFS(), self.dir, MID)
-        self.device = Device(self.cfg, self.store)
-        self.guard = TokenGuard.from_config(MID, self.cfg["tokens"])
-        self.session = Session(MID, self.fleet.keys(MID), os.urandom(8))
-        self.linked = LinkedMeter(self.device, self.guard, self.session, on_clock=self.clock.append)
+        app = App(self.cfg, OsFS(), self.dir, os.urandom(8), on_clock=self.clock.append)
+        self.store, self.device, self.guard, self.session, self.linked = (
+            app.store, app.device, app.guard, app.session, app.linked)
         self.linked.boot(W, 0)
         self.broker(self.linked.connected(W, 0))
 

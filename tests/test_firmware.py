@@ -12,7 +12,6 @@ CI (CI set) and are skipped elsewhere, saying why.  The first run builds
 
 import os
 import subprocess
-from pathlib import Path
 
 import pytest
 from test_portability import PORTABLE_FILES, PORTABLE_MODULES, ROOT, TESTS, MpyTree
@@ -24,8 +23,8 @@ HEAP = "96K"  # an ESP32 without PSRAM leaves ~110 KB to MicroPython
 # commits); it does not fit 96 KB yet: issue 12 §6(b), docs/benchmarks.md.
 HEAPS = {"portable.agent_check": "320K"}
 CHECKS = ["portable.agent_check", "portable.store_device_check"]
-# settings.py reads the [hw] schema from hw/config.py (not frozen: board shell).
-HW_FILES = ["hw/__init__.py", "hw/config.py"]
+# The board shell, frozen beside the agent (mpy/manifest.py).
+HW_MODULES = ["hw/__init__", "hw/base", "hw/config", "hw/keys", "hw/mpy"]
 AGENT_MODULES = sorted(
     str(p.relative_to(ROOT).with_suffix("")) for p in ROOT.glob("agent/**/*.py")
 )
@@ -62,8 +61,6 @@ def frozen_tree(tmp_path_factory):
     tree = MpyTree(tmp_path_factory.mktemp("frozen-tree"))
     for source in PORTABLE_FILES + [TESTS / "mpy_runner.py"]:
         tree.compile(source, source.relative_to(TESTS))
-    for name in HW_FILES:
-        tree.compile(ROOT / name, Path(name))
     bad = [str(s) for s, r in tree.results.items() if r.returncode]
     assert not bad, bad
     assert not (tree.folder / "agent").exists()
@@ -86,12 +83,13 @@ def test_firmware_is_a_32bit_binary(firmware):
     assert done.stdout.strip() == "2147483647", done.stdout + done.stderr
 
 
-def test_firmware_freezes_exactly_the_agent_asyncio_and_ssl(firmware, tmp_path):
+def test_firmware_freezes_exactly_the_agent_the_board_shell_asyncio_and_ssl(firmware, tmp_path):
     done = _run(firmware, "help('modules')", tmp_path, [".frozen"])
     assert done.returncode == 0, done.stderr
     names = set(done.stdout.split())
     frozen_agent = sorted(n for n in names if n.startswith("agent/"))
     assert frozen_agent == AGENT_MODULES, "the frozen agent differs from agent/ in the tree"
+    assert sorted(n for n in names if n.startswith("hw/")) == HW_MODULES  # not the Pi or desktop backends
     assert {"asyncio/__init__", "asyncio/core", "ssl"} <= names
 
 

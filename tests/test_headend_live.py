@@ -12,17 +12,12 @@ import threading
 from pathlib import Path
 
 import pytest
+from apps import fleet_app
 from mosquitto import make_pki, shipped_tls
 from test_link_restore import DeviceAgent
 
 from agent import results
-from agent.device import Device
-from agent.link.agent import LinkedMeter
 from agent.link.backoff import Backoff
-from agent.link.session import Session
-from agent.meter import load_config
-from agent.store import OsFS, Store
-from agent.tokens import TokenGuard
 from headend.ledger import Ledger
 from headend.link import Fleet, HeadEnd
 from headend.shadow import Shadow
@@ -37,14 +32,8 @@ class LiveMeter:
     """A live agent: LinkedMeter on a Device with its store, over paho with its own certificate."""
 
     def __init__(self, broker, pki, meter_id, store_dir, account=None):
-        fleet = Fleet(MASTER)
-        os.makedirs(str(store_dir), exist_ok=True)
-        acc = {"opening_balance": 0, "trip_delay_s": 0}
-        acc.update(account or {})
-        self.device = Device(load_config({"meter": {"id": meter_id}, "account": acc}),
-                             Store(OsFS(), str(store_dir), meter_id))
-        self.linked = LinkedMeter(self.device, TokenGuard(meter_id, fleet.meter_key(meter_id)),
-                                  Session(meter_id, fleet.keys(meter_id), os.urandom(8), boot=1, fw="test"))
+        app = fleet_app(Fleet(MASTER), meter_id, store_dir, account)
+        self.device, self.linked = app.device, app.linked
         self.transport = PahoTransport(
             self.linked, broker.host, broker.tls_port, "meter-" + meter_id,
             tls=TLS(pki.ca_cert, pki.client_cert(meter_id), pki.client_key(meter_id)),

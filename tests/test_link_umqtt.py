@@ -1,8 +1,8 @@
 """The MicroPython agent (unix port) against the same real Mosquitto.
 
 The real MicroPython runs agent/link/umqtt.py with TLS and its own client
-certificate, the full LinkedMeter (Device: Meter + durable store; TokenGuard;
-Session), subscribes, receives sealed top-up tokens from the CPython head-end,
+certificate, the whole endpoint built by agent/app.py (Device: Meter + durable
+store; TokenGuard; Session; LinkedMeter), subscribes, receives sealed top-up tokens from the CPython head-end,
 acknowledges them with QoS 1 and handles the PUBACKs; a bad payload is
 refused while the connection stays up.
 """
@@ -30,16 +30,12 @@ MASTER = bytes(range(100, 132))
 HEAP = "512K"  # the whole agent plus mbedTLS buffers; see the report for board sizing
 
 PROGRAM = r'''
-import sys, os, time, ssl, binascii, random
+import sys, os, time, ssl, random
 from agent.link.umqtt import Transport, open_socket
 from agent.link.backoff import Backoff
-from agent.link.session import Session
-from agent.link.envelope import LinkKeys
-from agent.link.agent import LinkedMeter
-from agent.device import Device
-from agent.meter import load_config
-from agent.tokens import TokenGuard
-from agent.store import Store, OsFS
+from agent import settings
+from agent.app import App
+from agent.store import OsFS
 
 host, port, ca, cert, key, mid, mkey, lkey, store_dir, want, limit_s = sys.argv[1:12]
 port = int(port); want = int(want); limit_s = int(limit_s)
@@ -64,16 +60,15 @@ def connect():
 def clock():
     return int(time.time()), time.ticks_ms()
 
-device = Device(load_config({"meter": {"id": mid}, "account": {"opening_balance": 0}}),
-                Store(OsFS(), store_dir, mid))
-guard = TokenGuard(mid, binascii.unhexlify(mkey))
-session = Session(mid, LinkKeys(binascii.unhexlify(lkey)), os.urandom(8), boot=1, fw="mpy")
-linked = LinkedMeter(device, guard, session)
-t = Transport(linked, connect, "meter-" + mid, Backoff(100, 1000, 5000), clock,
+cfg = settings.validate({"meter": {"id": mid}, "account": {"opening_balance": 0}, "tokens": {"key": mkey},
+                         "link": {"key": lkey}, "agent": {"fw": "mpy"}})
+app = App(cfg, OsFS(), store_dir, os.urandom(8))
+session = app.session
+t = Transport(app, connect, "meter-" + mid, Backoff(100, 1000, 5000), clock,
               lambda: random.getrandbits(30), keepalive=10, log=lambda m: print("LOG", m))
 wall, mono = clock()
-linked.boot(wall, mono)
-meter = linked.meter
+app.boot(wall, mono)
+meter = app.meter
 start = time.ticks_ms()
 seen = 0
 while time.ticks_diff(time.ticks_ms(), start) < limit_s * 1000:
@@ -85,7 +80,7 @@ while time.ticks_diff(time.ticks_ms(), start) < limit_s * 1000:
     if len(acks) >= want and session.outbox.pending() == 0:
         break
 print("RESULT", {"balance": meter.balance, "pending": session.outbox.pending(), "connects": t.connects,
-                 "rejected": session.rejected, "commits": linked.commits, "errors": t.errors})
+                 "rejected": session.rejected, "commits": app.device.commits, "errors": t.errors})
 t.mqtt.disconnect()
 '''
 

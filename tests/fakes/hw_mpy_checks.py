@@ -13,7 +13,7 @@ import machine
 from agent.config import ConfigError
 from agent.events import Alarm, Pulses, PulseCoil
 from hw.config import validate_hw
-from hw.mpy import MpyBackend, datetime_from_wall, main_loop, wall_from_datetime
+from hw.mpy import BoardAgent, MpyBackend, datetime_from_wall, wall_from_datetime
 
 try:
     import asyncio
@@ -226,17 +226,21 @@ def test_ticks_wrap_is_extended():
     assert b.mono() - m0 == 50
 
 
-def test_main_loop_with_the_core_feeds_the_watchdog_and_drives_the_relay():
-    from agent.meter import Meter, load_config
+def test_board_loop_with_the_app_feeds_the_watchdog_and_drives_the_relay():
+    import os
+
+    from agent import settings
+    from agent.app import App
+    from agent.store import OsFS
 
     machine.reset()
     b = MpyBackend(_cfg(poll_ms=5, coil_gap_ms=20), watchdog=True, platform="esp32", log=lambda m: None)
-    meter = Meter(load_config({"meter": {"constant": 1000}, "relay": {"pulse_ms": 20}}))
-    done = []
+    cfg = settings.validate({"meter": {"id": "000000000042", "constant": 1000}, "relay": {"pulse_ms": 20},
+                             "tokens": {"key": "00" * 32}, "agent": {"keypad_budget": 0}})
+    data = "/tmp/pmagent-hwmpy-%s" % "".join("%02x" % c for c in os.urandom(6))  # two runs never share it
+    app = App(cfg, OsFS(), data, bytes(8))
     pin = PINS["pulse_pin"]
-
-    def other(action):
-        done.append(action.kind)
+    agent = BoardAgent(app, b, None, [], lambda m: None)
 
     async def pulses():
         await asyncio.sleep_ms(60)
@@ -248,14 +252,23 @@ def test_main_loop_with_the_core_feeds_the_watchdog_and_drives_the_relay():
 
     async def both():
         task = asyncio.create_task(pulses())
-        await main_loop(b, meter, other, passes=150)  # >= 750 ms: outlasts the pulses
+        await agent.run(passes=150)  # >= 750 ms: outlasts the pulses
         await task
 
-    asyncio.run(both())
+    try:
+        os.mkdir(data)
+    except OSError:
+        pass
+    try:
+        asyncio.run(both())
+    finally:
+        for name in os.listdir(data):
+            os.remove(data + "/" + name)
+        os.rmdir(data)
     wdt = machine.watchdogs()[0]
     assert wdt.fed >= 150 and not wdt.expired()
-    assert done[0] == "persist"
+    assert app.device.commits >= 1  # the boot commit, before any coil pulse
     assert len(_periods(SET)) + len(_periods(RESET)) == 1  # boot re-drive
-    assert meter.energy_wh == 3
+    assert app.meter.energy_wh == 3
     b.close()
     assert machine.Pin(pin)._handler is None

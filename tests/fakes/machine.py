@@ -16,12 +16,14 @@ agent uses:
   is not fed in time (here: ``WDT.expired()`` tells, using ticks_ms);
 - ``RTC().datetime()`` get/set (y, m, d, wd, h, mi, s, sub), starting
   from the host's UTC time;
-- ``Counter`` only after ``enable_counter()`` (ESP32 only on real ports).
+- ``Counter`` only after ``enable_counter()`` (ESP32 only on real ports);
+- ``UART(id, baudrate=9600, timeout=0)`` with ``read()`` (the bytes
+  waiting, None when there are none), ``any()`` and ``write()``.
 
 Test hooks: ``drive(id, level)`` changes an input's outside level and
 runs the IRQ handler for a matching edge; ``writes`` logs
-``(ticks_ms, id, level)`` for every output change; ``reset()`` forgets
-all pins.
+``(ticks_ms, id, level)`` for every output change; ``uart_feed(id, data)``
+puts bytes on a UART's receive line; ``reset()`` forgets all pins.
 """
 
 import time
@@ -236,3 +238,40 @@ def reset_cause():
 
 PWRON_RESET = 1
 WDT_RESET = 3
+
+
+_uart_rx = {}
+
+
+class UART:
+    """A UART whose receive line the test feeds (``uart_feed``)."""
+
+    def __init__(self, id, baudrate=9600, timeout=0, **kwargs):
+        self.id = id
+        self.baudrate = baudrate
+        _uart_rx.setdefault(id, bytearray())
+
+    def any(self):
+        """Bytes waiting."""
+        return len(_uart_rx[self.id])
+
+    def read(self, n=-1):
+        """The bytes waiting (at most ``n``), or None when there are none."""
+        rx = _uart_rx[self.id]
+        if not rx:
+            return None
+        if n < 0 or n > len(rx):
+            n = len(rx)
+        out = bytes(rx[:n])
+        _uart_rx[self.id] = rx[n:]
+        return out
+
+    def write(self, data):
+        """Transmit (discarded)."""
+        return len(data)
+
+
+def uart_feed(id, data):
+    """Bytes arriving on UART ``id``."""
+    _uart_rx.setdefault(id, bytearray()).extend(data)
+

@@ -1,17 +1,14 @@
-"""The agent's settings and the LinkedMeter on a Device, on CPython and MicroPython alike
+"""The agent's settings and the whole endpoint (agent/app.py: LinkedMeter on a Device), on CPython and MicroPython alike
 (run by tests/test_agent_micropython.py; not test_-prefixed: the whole stack needs more than
 the 128K heap the portable runner gives)."""
 
 import gc
 
 from agent import results, settings
+from agent.app import App
 from agent.config import ConfigError
-from agent.device import Device
 from agent.link import envelope, topics
-from agent.link.agent import LinkedMeter
-from agent.link.session import Session
-from agent.store import OsFS, Store
-from agent.tokens import TokenGuard
+from agent.store import OsFS
 from agent.tokens import keypad as kp
 from agent.tokens import mqtt as tm
 from portable.scratch import scratch_dir
@@ -33,17 +30,15 @@ def _raw():
         "account": {"opening_balance": 0, "trip_delay_s": 0},
         "tokens": {"key": _hex(KEY), "keypad_key": _hex(KPKEY), "keypad_starting_code": kp.Chain(KPKEY).start},
         "agent": {"data_dir": "/tmp/x"},
+        "link": {"key": _hex(LINK)},
     }
 
 
 def _build(d, cfg):
-    device = Device(cfg, Store(OsFS(), d, MID))
-    guard = TokenGuard.from_config(MID, cfg["tokens"])
-    session = Session(MID, envelope.LinkKeys(LINK), b"\x01" * 8)
-    linked = LinkedMeter(device, guard, session)
-    linked.boot(W, 0)
-    linked.connected(W, 0)
-    return linked
+    app = App(cfg, OsFS(), d, b"\x01" * 8)
+    app.boot(W, 0)
+    app.connected(W, 0)
+    return app
 
 
 def test_agent_settings_load_and_errors():
@@ -58,6 +53,7 @@ def test_agent_settings_load_and_errors():
     except ConfigError as e:
         assert e.key == "hw"
     bad = _raw()
+    del bad["link"]
     bad["mqtt"] = {"host": "broker"}
     try:
         settings.load(bad)
@@ -76,26 +72,26 @@ def test_agent_settings_load_and_errors():
 def test_agent_linked_topup_keypad_restart():
     d = scratch_dir("agent")
     cfg = settings.load(_raw())
-    linked = _build(d, cfg)
+    app = _build(d, cfg)
     t = tm.Token(MID, 1, tm.TOPUP, W, W + 600, 0, amount=120000)
     token = tm.encode(t, KEY)
     topic = topics.topic(MID, topics.CMD)
     payload = envelope.seal_command(envelope.LinkKeys(LINK), b"\x02" * 16, topic, MID, 1, "token",
                                     {"token": token}, "r1", W, W + 600)
-    commits = linked.commits
-    hw, outs = linked.received(topic, payload, W, 100)
-    assert linked.commits == commits + 1
+    commits = app.device.commits
+    hw, outs = app.received(topic, payload, W, 100)
+    assert app.device.commits == commits + 1
     acks = [o for o in outs if o.topic.endswith("/ack")]
     assert len(acks) == 1
     body = envelope.open_uplink(envelope.LinkKeys(LINK), acks[0].topic, acks[0].payload, "ack", MID)["b"]
     assert body["code"] == results.ACCEPTED and body["bal"] == 120000
     chain = kp.Chain(KPKEY)
-    code, hw, outs = linked.keypad(chain.token(3, 2), W, 200)
-    assert code == results.ACCEPTED and linked.meter.balance == 150000
-    code, hw, outs = linked.keypad("000000000", W, 300)
+    code, hw, outs = app.keypad(chain.token(3, 2), W, 200)
+    assert code == results.ACCEPTED and app.meter.balance == 150000
+    code, hw, outs = app.keypad("000000000", W, 300)
     assert code == results.BAD_MAC
-    lock = linked.guard.lockout.snapshot()
-    linked = None
+    lock = app.guard.lockout.snapshot()
+    app = None
     gc.collect()  # one agent's worth of heap at a time, as on a board
     # Restart on the same store: balance, used token and lockout are all there.
     again = _build(d, cfg)
