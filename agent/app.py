@@ -19,9 +19,9 @@ MQTT ``Out``s to publish:
   shutdown);
 - ``tick(wall, mono)``: a Tick when one is due (``agent.tick_ms`` since
   the last, or the core's next deadline reached), else nothing;
-- ``received(topic, payload, wall, mono, retained)`` and
-  ``connected(wall, mono)`` for the MQTT transport (which takes the App
-  as its handler);
+- ``received(topic, payload, wall, mono, retained)``,
+  ``connected(wall, mono)`` and ``puback(seq, wall)`` for the MQTT
+  transport (which takes the App as its handler);
 - ``keypad(digits, wall, mono)`` -> (code, actions, Outs);
 - ``idle()`` for upkeep between passes;
 - ``sleep_ms(wall, mono)``: how long the shell may wait before the next
@@ -148,6 +148,10 @@ class App:
     def received(self, topic, payload, wall, mono, retained=False):
         """A message from the broker: (actions, Outs).  Never raises."""
         return self._step(self.linked.received, topic, payload, wall, mono, retained)
+
+    def puback(self, seq, wall):
+        """The broker's PUBACK of outbox entry ``seq``: the Outs it lets go."""
+        return self._step(self.linked.puback, seq, wall)
 
     def dispatch(self, events, wall):
         """Core events from the DL/T 645 slave: (actions incl. their Acks, Outs)."""

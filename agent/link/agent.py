@@ -319,11 +319,19 @@ class LinkedMeter:
         return now
 
     def received(self, topic, payload, wall, mono, retained=False):
-        """A message from the broker: (actions, Outs).  Never raises."""
+        """A message from the broker: (actions, Outs).
+
+        Never raises, except MemoryError: out of memory half-way through a
+        command, the meter may hold a credit its store does not have, and
+        answering "refused" then would invite the head-end to pay it again.
+        It propagates, and the shell restarts from the store (agent.app).
+        """
         self._wall = wall
         rejected = self.session.rejected
         try:
             inbound, outs = self.session.received(topic, payload, wall, mono, retained)
+        except MemoryError:
+            raise
         except Exception as e:  # a bug in a check must not take the meter down
             inbound = None
             outs = self.session.event({"kind": "link_reject", "code": results.MALFORMED,
@@ -337,6 +345,8 @@ class LinkedMeter:
             return self._after([])
         try:
             return self._inbound(inbound, wall, mono)
+        except MemoryError:
+            raise
         except Exception as e:  # a bug in the core must not take the meter down nor eat the sequence unanswered
             return self._failed(inbound, e, wall)
         finally:
