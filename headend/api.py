@@ -286,7 +286,8 @@ class Api:
         self.role(request, "read")
         first, last = _dates(request)
         today = settlement.day_of(time.strftime("%Y-%m-%d", time.gmtime()))
-        first = today if first is None else first
+        if first is None:
+            first = today if last is None else min(today, last)
         last = max(first, today) if last is None else last
         out = await run_in_threadpool(figures.figures, self.service, settlement.date_of(first),
                                       settlement.date_of(last), int(time.time()))

@@ -154,15 +154,19 @@ class Settlement:
                                  "reason": "balance_not_explained", "wall": None, "data": problem(meter, r)})
         return new
 
-    def days(self, meter, first=None, last=None):
-        """Stored days of ``meter`` (local day numbers ``first``..``last``, inclusive), oldest first."""
-        sql, args = "SELECT %s FROM settlements WHERE meter=?" % ", ".join(COLUMNS), [meter]
+    def _select(self, what, args, first, last, order):
+        # SELECT ``what`` (ending in a WHERE clause) of days ``first``..``last`` (None: open).
+        sql = "SELECT " + what
         if first is not None:
             sql, args = sql + " AND day>=?", args + [first]
         if last is not None:
             sql, args = sql + " AND day<=?", args + [last]
         with self.ledger.lock:
-            rows = self.ledger.db.execute(sql + " ORDER BY day", args).fetchall()
+            return self.ledger.db.execute(sql + " ORDER BY " + order, args).fetchall()
+
+    def days(self, meter, first=None, last=None):
+        """Stored days of ``meter`` (local day numbers ``first``..``last``, inclusive), oldest first."""
+        rows = self._select("%s FROM settlements WHERE meter=?" % ", ".join(COLUMNS), [meter], first, last, "day")
         return [dict(zip(COLUMNS, r), rates=json.loads(r[5])) for r in rows]
 
     def analytics_rows(self, first=None, last=None):
@@ -172,13 +176,8 @@ class Settlement:
         freeze's own energy (the deviation rules stay quiet); energy used
         while cut and power-down time are not known here (0).
         """
-        sql, args = "SELECT meter, day, energy_wh, cut_s, covers, flags, closing FROM settlements WHERE 1=1", []
-        if first is not None:
-            sql, args = sql + " AND day>=?", args + [first]
-        if last is not None:
-            sql, args = sql + " AND day<=?", args + [last]
-        with self.ledger.lock:
-            rows = self.ledger.db.execute(sql + " ORDER BY meter, day", args).fetchall()
+        rows = self._select("meter, day, energy_wh, cut_s, covers, flags, closing FROM settlements WHERE 1=1", [],
+                            first, last, "meter, day")
         out = {}
         for meter, day, wh, cut_s, covers, flags, closing in rows:
             out.setdefault(meter, []).append([day, wh, wh, cut_s, 0, covers, flags, 0, closing])
