@@ -8,8 +8,10 @@ own thread), so the agent reports real daily freezes over MQTT."""
 
 import csv
 import io
+import json
 import queue
 import threading
+import urllib.error
 import urllib.request
 
 import test_headend_service as service_rig
@@ -196,6 +198,15 @@ def test_figures_after_a_cut_and_a_top_up_and_a_batch_reaching_an_offline_meter(
                                      headers={"Authorization": "Bearer " + OPS, "Content-Type": "text/csv"})
         with urllib.request.urlopen(req, timeout=30) as r:
             assert r.status == 202
+        req = urllib.request.Request(api.base + "/api/v1/batches?command=set_mode", data=b"meter_id\n12345\n",
+                                     method="POST", headers={"Authorization": "Bearer " + OPS,
+                                                             "Content-Type": "text/csv"})
+        try:
+            urllib.request.urlopen(req, timeout=30)
+            raise AssertionError("a bad meter id in a CSV batch was taken")
+        except urllib.error.HTTPError as e:
+            err = json.loads(e.read())["error"]
+            assert e.code == 400 and err["field"] == "body" and "line 2" in err["message"], err
         assert wait_for(lambda: c.meter.payment_mode == b.meter.payment_mode == "prepaid")
     finally:
         rig.close()

@@ -208,20 +208,6 @@ def test_passive_tariff_takes_over_at_its_time():
     assert m.account.charged == 30000
 
 
-def test_daily_freeze_record_carries_the_charge_and_rates_of_its_instant():
-    # The head-end settles each day exactly from these (headend/settlement.py).
-    m = _meter()
-    c = Clock(m)
-    c.pulses(23 * 3600, 100)
-    charged, rates, balance = m.account.charged, list(m.rate_energy_wh), m.balance
-    c.pulses(25 * 3600, 100)  # charged after the freeze, in the same event
-    rec = m.records("freeze")[0]
-    day = (T0 + 24 * 3600 + m.tz_s) // 86400
-    assert (rec.reason, rec.data["day"], rec.data["days"]) == ("daily", day, 1)
-    assert (rec.data["chg"], rec.data["rates"], rec.data["balance"]) == (charged, rates, balance)
-    assert m.account.charged > charged
-
-
 def test_clock_jumps_never_double_charge_or_refreeze():
     m = _meter()
     c = Clock(m)
