@@ -18,7 +18,7 @@ import test_headend_service as service_rig
 from test_headend_live import LiveMeter
 from test_headend_service import M1, M2, OPS, PAY, READ, Rig, wait_for
 
-from agent.events import Pulses, Tick
+from agent.events import Anomaly, Pulses, Tamper, Tick
 from hw.mqtt_paho import mono_ms, wall_s
 
 M3 = "000000000203"
@@ -104,7 +104,12 @@ def test_a_days_bill_is_the_meters_own_charge_exactly_and_a_mismatch_is_flagged(
         assert day1["meter_charged_total_minor"] == chg2
         assert day1["energy_wh"] == 1500 and sum(day1["rates_wh"]) == 1500
         assert _bills(api, M1)["problems"] == []
-        # Day 2: the meter's balance moves by money neither charged nor credited.
+        # Day 2: the cover opens twice and the meter doubts its register
+        # (a theft suspect), and its balance moves by money neither charged
+        # nor credited.
+        for i, opened in enumerate((True, False, True, False)):
+            a.feed(Tamper(opened, m2 + 60 + i, mono_ms()), m2 + 60 + i)
+        a.feed(Anomaly("register_drift", {}, m2 + 70, mono_ms()), m2 + 70)
         a.do(lambda: setattr(a.meter.account, "balance", a.meter.account.balance - 1234))
         a.feed(Tick(m3 + 5, mono_ms()), m3 + 5)
         assert wait_for(lambda: len(_bills(api, M1)["days"]) == 2)
@@ -125,6 +130,10 @@ def test_a_days_bill_is_the_meters_own_charge_exactly_and_a_mismatch_is_flagged(
         assert [(r["date"], int(r["charge"]), int(r["mismatch"])) for r in rows] == [
             (first, chg2 - chg1, 0), (bills["days"][1]["date"], 0, -1234)]
         assert api.call("GET", "/api/v1/meters/%s/bills" % M1, PAY)[0] == 403
+        # The theft rules over the settled days: two cover openings and a plausibility record.
+        code, fig = api.call("GET", "/api/v1/figures?from=%s&to=%s" % (first, bills["days"][1]["date"]), READ)
+        assert code == 200 and [(s["meter_id"], s["score"]) for s in fig["theft_suspects"]] == [(M1, 50)], fig
+        assert "cover opened 2 times" in fig["theft_suspects"][0]["reasons"]
         code, body = api.call("GET", "/api/v1/meters/%s/bills?from=2026-13-01" % M1, READ)
         assert code == 400 and body["error"]["field"] == "from"
     finally:
