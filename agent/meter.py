@@ -243,7 +243,11 @@ class Meter:
             rate_wh = self.regs.rate_wh()
             daily, monthly = fr.advance(day, self.tz_s, self.energy_wh, rate_wh, acc.balance)
             if daily:
-                self._publish("freeze", "daily", {"days": daily, "energy_wh": self.energy_wh, "balance": acc.balance})
+                # ``chg`` and ``rates`` at the freeze instant make the head-end's
+                # daily settlement exact (a later state may include later charges);
+                # ``day`` is the local day number the freeze opens.
+                self._publish("freeze", "daily", {"days": daily, "day": day, "energy_wh": self.energy_wh,
+                                                  "balance": acc.balance, "chg": acc.charged, "rates": rate_wh})
                 self._mark("freeze")
             if monthly:
                 self._publish("freeze", "monthly", {"energy_wh": self.energy_wh, "balance": acc.balance})

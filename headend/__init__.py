@@ -6,7 +6,9 @@
 - ``batch``: one command to many meters from a CSV, with a result table;
 - ``cli``: the ``pmeter keys|vend|token|batch`` subcommands;
 - ``service``: ``pmeter headend serve``, over ``delivery`` (the queue of
-  top-ups and commands), ``notify`` (webhook and log) and ``api`` (HTTP).
+  top-ups and commands), ``notify`` (webhook and log), ``settlement``
+  (daily bills from the meters' freezes), ``figures`` (operators'
+  figures), ``batches`` (batches of the API) and ``api`` (HTTP).
 """
 
 MONEY_SCALE = 10000

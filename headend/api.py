@@ -14,12 +14,12 @@ import time
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from agent.tokens import mqtt as tokens_mqtt
 
-from . import batch, check_meter_id, format_amount, parse_amount
+from . import batch, check_meter_id, figures, format_amount, parse_amount, settlement
 from .delivery import FINAL, OPEN, Conflict
 
 # role -> what it may do
@@ -56,16 +56,25 @@ def _meter(request):
         raise ApiError(400, "bad_meter_id", "meter_id", str(e))
 
 
-async def _body(request, allowed, required):
+async def _raw(request):
     raw = await request.body()
     if len(raw) > MAX_BODY:
         raise ApiError(413, "too_large", "body", "the body is above %d bytes" % MAX_BODY)
+    return raw
+
+
+def _json_object(raw, field):
     try:
         data = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):
-        raise ApiError(400, "bad_json", "body", "the body must be a JSON object")
+        data = None
     if not isinstance(data, dict):
-        raise ApiError(400, "bad_json", "body", "the body must be a JSON object")
+        raise ApiError(400, "bad_json", field, "%s must be a JSON object" % field)
+    return data
+
+
+async def _body(request, allowed, required):
+    data = _json_object(await _raw(request), "body")
     for key in data:
         if key not in allowed:
             raise ApiError(400, "unknown_field", key, "unknown field %r (known: %s)" % (key, ", ".join(allowed)))
@@ -112,6 +121,42 @@ def delivery_view(row, replayed=None):
     return out
 
 
+def _dates(request):
+    """``from`` and ``to`` query dates (ISO, inclusive) as local day numbers (None when absent)."""
+    out = []
+    for name in ("from", "to"):
+        text = request.query_params.get(name)
+        try:
+            out.append(None if text is None else settlement.day_of(text))
+        except ValueError as e:
+            raise ApiError(400, "bad_date", name, str(e))
+    if None not in out and out[0] > out[1]:
+        raise ApiError(400, "bad_date", "from", "must not be after to")
+    return out
+
+
+def _command(name, args):
+    """``(name, args)`` checked by the meter core's rules (``headend.batch.check_command``)."""
+    if not isinstance(args, dict):
+        raise ApiError(400, "bad_args", "args", "must be a JSON object of the command's arguments")
+    if not isinstance(name, str):
+        raise ApiError(400, "bad_command", "name", "must be a command name")
+    problem = batch.check_command(name, args)
+    if problem is not None:
+        raise ApiError(400, "bad_command", "name" if "unknown command" in problem else "args", problem)
+    return name, args
+
+
+def batch_view(view):
+    """The JSON of a batch (``headend.batches.Batches.view``): each meter's delivery and result."""
+    meters = []
+    for line, row in view["meters"]:
+        result = row["code"] if row["status"] in ("applied", "refused") else (
+            "pending" if row["status"] in OPEN else row["status"])
+        meters.append(dict(delivery_view(row), line=line, result=result))
+    return dict(view, meters=meters)
+
+
 class Api:
     """The routes, over a running ``headend.service.Service`` and the ``[api]`` tokens."""
 
@@ -151,16 +196,9 @@ class Api:
         role = self.role(request, "command")
         meter = _meter(request)
         data = await _body(request, ("name", "args", "idempotency_key"), ("name",))
-        name, args = data["name"], data.get("args", {})
-        if not isinstance(args, dict):
-            raise ApiError(400, "bad_args", "args", "must be a JSON object of the command's arguments")
-        if not isinstance(name, str):
-            raise ApiError(400, "bad_command", "name", "must be a command name")
-        problem = batch.check_command(name, args)
-        if problem is not None:
-            raise ApiError(400, "bad_command", "name" if "unknown command" in problem else "args", problem)
+        what = _command(data["name"], data.get("args", {}))
         key = _key(data, False)
-        return await self._deliver(self.service.command, meter, (name, args), key, "api:" + role)
+        return await self._deliver(self.service.command, meter, what, key, "api:" + role)
 
     async def warning(self, request):
         """PUT /api/v1/meters/{meter_id}/warning: the customer's warning amount (alarm 1), as set_limits."""
@@ -228,6 +266,84 @@ class Api:
         rows = await run_in_threadpool(self.service.queue.items, meter)
         return JSONResponse({"meter_id": meter, "deliveries": [delivery_view(r) for r in rows]})
 
+    async def bills(self, request):
+        """GET /api/v1/meters/{meter_id}/bills?from=&to=[&format=csv]: settled days and monthly statements."""
+        self.role(request, "read")
+        meter = _meter(request)
+        first, last = _dates(request)
+        fmt = request.query_params.get("format", "json")
+        if fmt not in ("json", "csv"):
+            raise ApiError(400, "bad_format", "format", "must be json or csv, got %r" % fmt)
+        bills = await run_in_threadpool(self.service.settlement.bills, meter, first, last)
+        if fmt == "csv":
+            days = await run_in_threadpool(self.service.settlement.days, meter, first, last)
+            return Response(settlement.csv_text(meter, days), media_type="text/csv",
+                            headers={"Content-Disposition": 'attachment; filename="bills-%s.csv"' % meter})
+        return JSONResponse(bills)
+
+    async def figures(self, request):
+        """GET /api/v1/figures?from=&to=: the operators' figures (dates default to today, UTC)."""
+        self.role(request, "read")
+        first, last = _dates(request)
+        today = settlement.day_of(time.strftime("%Y-%m-%d", time.gmtime()))
+        if first is None:
+            first = today if last is None else min(today, last)
+        last = max(first, today) if last is None else last
+        out = await run_in_threadpool(figures.figures, self.service, settlement.date_of(first),
+                                      settlement.date_of(last), int(time.time()))
+        return JSONResponse(out)
+
+    async def create_batch(self, request):
+        """POST /api/v1/batches: JSON {"meters", "command", "args"}, or a CSV body with ?command=&args=."""
+        role = self.role(request, "command")
+        raw = await _raw(request)
+        if request.headers.get("content-type", "").split(";")[0].strip() == "text/csv":
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise ApiError(400, "bad_csv", "body", "the CSV must be UTF-8 text")
+            for key in request.query_params:
+                if key not in ("command", "args"):
+                    raise ApiError(400, "unknown_field", key, "unknown parameter %r (known: command, args)" % key)
+            name = request.query_params.get("command")
+            if name is None:
+                raise ApiError(400, "missing_field", "command", "command is required (?command=NAME)")
+            args = _json_object(request.query_params.get("args", "{}").encode(), "args")
+            try:
+                rows = batch.plan(text)
+            except ValueError as e:
+                raise ApiError(400, "bad_meters", "body", str(e))
+        else:
+            data = _json_object(raw, "body")
+            for key in data:
+                if key not in ("meters", "command", "args"):
+                    raise ApiError(400, "unknown_field", key, "unknown field %r (known: meters, command, args)" % key)
+            for key in ("meters", "command"):
+                if key not in data:
+                    raise ApiError(400, "missing_field", key, "%s is required" % key)
+            name, args = data["command"], data.get("args", {})
+            if not isinstance(data["meters"], list):
+                raise ApiError(400, "bad_meters", "meters", "must be a list of meter ids")
+            try:
+                rows = batch.check_ids(list(enumerate(data["meters"], 1)))
+            except ValueError as e:
+                raise ApiError(400, "bad_meters", "meters", str(e).replace("line", "item"))
+        name, args = _command(name, args)
+        batch_id = await run_in_threadpool(self.service.batch, rows, name, args, "api:" + role)
+        view = await run_in_threadpool(self.service.batches.view, batch_id)
+        return JSONResponse(batch_view(view), status_code=202)
+
+    async def get_batch(self, request):
+        """GET /api/v1/batches/{batch_id}: progress and per-meter results."""
+        self.role(request, "read")
+        text = request.path_params["batch_id"]
+        view = None
+        if text.isdigit() and text.isascii() and len(text) < 19:
+            view = await run_in_threadpool(self.service.batches.view, int(text))
+        if view is None:
+            raise ApiError(404, "unknown_batch", "batch_id", "no batch %r" % text)
+        return JSONResponse(batch_view(view))
+
     async def openapi(self, request):
         """GET /api/v1/openapi.json (no token needed)."""
         return JSONResponse(OPENAPI)
@@ -254,6 +370,10 @@ def app(service, tokens, wait_s):
         Route(m + "/topups", api.topup, methods=["POST"]),
         Route(m + "/commands", api.command, methods=["POST"]),
         Route(m + "/warning", api.warning, methods=["PUT"]),
+        Route(m + "/bills", api.bills, methods=["GET"]),
+        Route("/api/v1/figures", api.figures, methods=["GET"]),
+        Route("/api/v1/batches", api.create_batch, methods=["POST"]),
+        Route("/api/v1/batches/{batch_id}", api.get_batch, methods=["GET"]),
     ], exception_handlers={ApiError: api_error, HTTPException: http_error})
 
 
@@ -262,8 +382,13 @@ _DELIVERY = {"content": {"application/json": {"schema": {"$ref": "#/components/s
 _METER = {"name": "meter_id", "in": "path", "required": True, "schema": {"type": "string", "pattern": "^[0-9]{12}$"}}
 
 
-def _op(summary, role, ok, body=None, params=()):
-    op = {"summary": summary, "description": "Roles: %s." % role, "parameters": [_METER] + list(params),
+_DATES = [{"name": n, "in": "query", "schema": {"type": "string", "format": "date"},
+           "description": "ISO date, inclusive"} for n in ("from", "to")]
+
+
+def _op(summary, role, ok, body=None, params=(), meter=True):
+    op = {"summary": summary, "description": "Roles: %s." % role,
+          "parameters": ([_METER] if meter else []) + list(params),
           "security": [{"bearer": []}],
           "responses": dict(ok, **{"400": _ERR, "401": _ERR, "403": _ERR, "404": _ERR, "409": _ERR})}
     if body is not None:
@@ -318,5 +443,33 @@ OPENAPI = {
         "/api/v1/meters/{meter_id}/deliveries": {"get": _op(
             "Every queued top-up and command of the meter with its status", "read, operator",
             {"200": {"description": "deliveries"}})},
+        "/api/v1/meters/{meter_id}/bills": {"get": _op(
+            "Settled days (energy per rate, charge, credits, opening and closing balance, each checked exactly"
+            " against the meter's own cumulative charge), monthly statements and mismatches; CSV with format=csv",
+            "read, operator", {"200": {"description": "bills", "content": {
+                "application/json": {"schema": {"type": "object", "properties": {
+                    "days": {"type": "array"}, "months": {"type": "array"}, "problems": {"type": "array"}}}},
+                "text/csv": {"schema": {"type": "string"}}}}},
+            params=_DATES + [{"name": "format", "in": "query", "schema": {"enum": ["json", "csv"]}}])},
+        "/api/v1/figures": {"get": _op(
+            "Operators' figures: remote cut/reconnect success per day, top-up to restore latency, meters offline,"
+            " pending deliveries, failing notifications, theft suspects (dates default to today, UTC)",
+            "read, operator", {"200": {"description": "figures"}}, params=_DATES, meter=False)},
+        "/api/v1/batches": {"post": dict(_op(
+            "One command to many meters through the delivery queue (checked as pmeter batch checks); a JSON body,"
+            " or a CSV body (text/csv, as pmeter batch reads) with ?command=NAME&args=JSON",
+            "operator", {"202": {"description": "the batch, as GET /api/v1/batches/{batch_id}"}}, meter=False,
+            params=[{"name": "command", "in": "query", "schema": {"type": "string"}},
+                    {"name": "args", "in": "query", "schema": {"type": "string"}}]),
+            requestBody={"required": True, "content": {
+                "application/json": {"schema": {"type": "object", "required": ["meters", "command"],
+                                                "additionalProperties": False, "properties": {
+                                                    "meters": {"type": "array", "items": {"type": "string"}},
+                                                    "command": {"type": "string"}, "args": {"type": "object"}}}},
+                "text/csv": {"schema": {"type": "string"}}}})},
+        "/api/v1/batches/{batch_id}": {"get": _op(
+            "A batch's progress (deliveries by status) and each meter's delivery and result", "read, operator",
+            {"200": {"description": "the batch"}}, meter=False,
+            params=[{"name": "batch_id", "in": "path", "required": True, "schema": {"type": "integer"}}])},
     },
 }

@@ -38,7 +38,11 @@ def read_meter_ids(text):
 
 def plan(text):
     """``[(line, meter_id)]`` of CSV ``text``; ValueError naming the first bad line."""
-    rows = read_meter_ids(text)
+    return check_ids(read_meter_ids(text))
+
+
+def check_ids(rows):
+    """``rows`` (``[(line, meter_id)]``) if every id is 12 digits and appears once; ValueError naming the line."""
     if not rows:
         raise ValueError("no meter ids in the file")
     seen = {}

@@ -29,7 +29,8 @@ CREATE INDEX IF NOT EXISTS notifications_due ON notifications (delivered_at, nex
 """
 
 # Notification kinds, from the meter's event kinds (alarm by its level).
-KINDS = ("alarm1", "alarm2", "cut", "reconnection", "topup_refused", "relay_failed", "state_lost")
+KINDS = ("alarm1", "alarm2", "cut", "reconnection", "topup_refused", "relay_failed", "state_lost",
+         "settlement_mismatch")  # the last from headend.settlement
 _BY_EVENT = {"trip": "cut", "close": "reconnection", "topup_refused": "topup_refused",
              "relay_failed": "relay_failed", "state_lost": "state_lost"}
 SIGNATURE_HEADER = "X-Pmeter-Signature"
@@ -83,6 +84,10 @@ class Outbox:
         if found is None:
             return
         kind, dedup, body = found
+        self.add(dedup, meter, kind, body)
+
+    def add(self, dedup, meter, kind, body):
+        """Record notification ``body`` (a dict with ``reason``) once per ``dedup`` key; True if new."""
         text = json.dumps(body, sort_keys=True)
         with self.ledger.lock:
             cur = self.ledger.db.execute(
@@ -91,6 +96,7 @@ class Outbox:
         if cur.rowcount:
             self.log("notification %s: meter %s %s (%s)" % (dedup, meter, kind, body["reason"]))
             self.wake.set()
+        return cur.rowcount == 1
 
     def due(self, now, limit=50):
         """Undelivered rows whose retry time has come: [(id, dedup, kind, body text, attempts)]."""

@@ -4,7 +4,8 @@ One process: the MQTT head-end (``headend.link.HeadEnd``, a persistent
 session that reconnects by itself) keeps the shadow current from every
 birth, telemetry, event, state and ack; the delivery worker
 (``headend.delivery``) gets queued top-ups and commands to their meters;
-notifications (``headend.notify``) go to the webhook and the log; the HTTP
+notifications (``headend.notify``) go to the webhook and the log; daily
+freezes are settled as they come (``headend.settlement``); the HTTP
 API (``headend.api``) runs on uvicorn.  SIGTERM or SIGINT stops it
 cleanly: the API stops taking requests, then everything received is in the
 file before it exits.  All state is in the ledger's SQLite file.
@@ -14,10 +15,12 @@ import signal
 import sys
 
 from . import options
+from .batches import Batches
 from .delivery import Deliverer, Queue
 from .link import Fleet, HeadEnd
 from .notify import Outbox, Webhook
 from .options import BadInput, Settings
+from .settlement import Settlement
 
 
 def log(message):
@@ -45,11 +48,13 @@ class Service:
         self.shadow = st.shadow()
         self.queue = Queue(self.shadow.ledger)
         self.outbox = Outbox(self.shadow.ledger, log)
+        self.settlement = Settlement(self.shadow, self.outbox)
+        self.batches = Batches(self.queue)
         self.head = HeadEnd(Fleet(key), self.shadow, host, port, tls=tls, client_id=client_id,
                             group=group)
         self.head.client.reconnect_delay_set(1, 30)
         self.deliverer = Deliverer(self.head, self.queue, st.service("service", "poll_s"), log, shared=bool(group))
-        self.head.listeners.extend([self.deliverer.listen, self.outbox.listen])
+        self.head.listeners.extend([self.deliverer.listen, self.outbox.listen, self.settlement.listen])
         self.webhook = None
         if url is not None:
             self.webhook = Webhook(self.outbox, url, secret, st.service("webhook", "retry_s"),
@@ -81,6 +86,13 @@ class Service:
         name, args = what
         row, replayed = self.queue.command(self.head.fleet.master, meter, name, args, self.ttl_s, key, source)
         return self._wait(row, replayed, wait_s)
+
+    def batch(self, rows, name, args, source):
+        """Queue command ``name`` to every ``(line, meter)`` of ``rows`` (checked), deliver: the batch id."""
+        batch_id = self.batches.create(self.head.fleet.master, rows, name, args, self.ttl_s, source)
+        for _, meter in rows:
+            self.deliverer.kick(meter)
+        return batch_id
 
     def _wait(self, row, replayed, wait_s):
         if not replayed:
