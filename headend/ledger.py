@@ -78,6 +78,26 @@ def parse_ref(text):
     return channel, int(num)
 
 
+def set_up_schema(db, schema, added_columns=(), after=()):
+    """Create ``schema``'s tables, add the ``added_columns`` a file lacks, then
+    run ``after``: one transaction under the write lock, so two processes
+    opening a new or older file at once never both add a column."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        for statement in schema.split(";"):
+            if statement.strip():
+                db.execute(statement)
+        for table, column, decl in added_columns:
+            if column not in [r[1] for r in db.execute("PRAGMA table_info(%s)" % table)]:
+                db.execute("ALTER TABLE %s ADD COLUMN %s %s" % (table, column, decl))
+        for statement in after:
+            db.execute(statement)
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+
+
 class Ledger:
     """The ledger file (``path``; ":memory:" for tests).
 
@@ -99,12 +119,8 @@ class Ledger:
             raise
         try:
             self.db.execute("PRAGMA synchronous=FULL")
-            self.db.executescript(SCHEMA)
-            for table, column, decl in ADDED_COLUMNS:
-                have = [r[1] for r in self.db.execute("PRAGMA table_info(%s)" % table)]
-                if column not in have:
-                    self.db.execute("ALTER TABLE %s ADD COLUMN %s %s" % (table, column, decl))
-            self.db.execute("CREATE UNIQUE INDEX IF NOT EXISTS tokens_revend ON tokens (meter_id, revend_of)")
+            set_up_schema(self.db, SCHEMA, ADDED_COLUMNS,
+                          ("CREATE UNIQUE INDEX IF NOT EXISTS tokens_revend ON tokens (meter_id, revend_of)",))
         except BaseException:
             self.db.close()  # a damaged or foreign file: leave it as it was
             raise

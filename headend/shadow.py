@@ -27,7 +27,7 @@ import threading
 
 from agent import results
 
-from .ledger import Ledger, parse_ref
+from .ledger import Ledger, parse_ref, set_up_schema
 
 APPLY_TIMEOUT_S = 3600  # a top-up not applied an hour after issue is reported
 STATES_KEPT = 200  # state snapshots kept per meter
@@ -104,10 +104,7 @@ class Shadow:
         self.db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
         try:
             self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.executescript(SCHEMA)
-            for table, column, decl in ADDED_COLUMNS:
-                if column not in [r[1] for r in self.db.execute("PRAGMA table_info(%s)" % table)]:
-                    self.db.execute("ALTER TABLE %s ADD COLUMN %s %s" % (table, column, decl))
+            set_up_schema(self.db, SCHEMA, ADDED_COLUMNS)
             self.ledger = Ledger(str(path)) if ledger is None else ledger
         except BaseException:
             self.db.close()  # a damaged or foreign file: leave it as it was
