@@ -8,6 +8,7 @@ from agent.calendar import parse_datetime
 from agent.config import ConfigError
 from agent.meter import load_config
 from pmeter.cli import fail, positive_int
+from sim import board
 from sim.runner import DEFAULT_CONFIG, DEFAULT_START, TZ_S, meter_config, render, run
 
 RUN_DEFAULTS = {"meters": 1, "days": 30, "seed": 1, "step": 900, "start": DEFAULT_START}
@@ -53,6 +54,19 @@ def register(sub):
     p.add_argument("--key", metavar="FILE", help="live mode, mqtts://: the client certificate's private key (PEM)")
     p.add_argument("--dlt645", metavar="tcp://HOST:PORT", help="serve one simulated meter in real time as a DL/T 645 slave on this TCP port until Ctrl-C, for a DL/T 645 master to read and control (see docs/dlt645.md)")
     p.set_defaults(handler=cmd_run)
+    b = simsub.add_parser(
+        "board",
+        help="run the real board entry on the MicroPython unix port against a real broker",
+        description="The board agent (hw.mpy.main) on the MicroPython unix port with fake pins: a constant load drives "
+        "the pulse input, the relay coils drive a latching-relay model; the network and the broker are real. "
+        "Logs until Ctrl-C (see docs/simulator.md).",
+    )
+    b.add_argument("--config", metavar="FILE", required=True, help="the board's config.json (the agent's schema)")
+    b.add_argument("--data", metavar="DIR", required=True, help="the board's folder: its entry script and data/ (the durable store)")
+    b.add_argument("--firmware", metavar="PATH", help="a 32-bit frozen firmware (scripts/flash.sh firmware unix32); default: the pip unix port with this checkout's agent")
+    b.add_argument("--heap", help="MicroPython heap size, e.g. 256K (default 256K with --firmware, 1M on the pip port)")
+    b.add_argument("--load-w", type=positive_int("--load-w", 100000), default=1000, help="the constant load in watts (default 1000)")
+    b.set_defaults(handler=lambda args: board.cmd_board(args, fail))
 
 
 def load_toml(path):

@@ -5,7 +5,7 @@
 (tests/test_firmware.py).  Here that binary runs the board entry
 ``hw.mpy.main`` - config.json with the agent's one schema, the App
 (meter, durable store, tokens, link session), Wi-Fi join through the fake
-``network`` (tests/fakes/network.py; its first join is refused), the
+``network`` (sim/mpy_board/network.py; its first join is refused), the
 MicroPython MQTT transport over TLS with the meter's client certificate -
 at a board-sized heap, against Mosquitto with the shipped TLS +
 client-certificate + ACL config.  Pins are the fake ``machine``'s; a
@@ -18,16 +18,14 @@ BYTES" heap figures after each step); the head-end is `pmeter push --wait`.
 import json
 import os
 import subprocess
-from pathlib import Path
 
 from mosquitto import MOSQUITTO, make_pki
 from test_agent_process import MID, Agent, _push, rig  # noqa: F401 (rig: the broker with the shipped TLS config)
 from test_firmware import firmware  # noqa: F401 (the session fixture: the cached build)
 
 from agent.tokens import keypad as kp
+from sim.board import launch
 
-ROOT = Path(__file__).resolve().parent.parent
-FAKES = ROOT / "tests" / "fakes"
 # The smallest heap the whole journey below completes in on the 32-bit
 # frozen build (docs/benchmarks.md); PMETER_BOARD_HEAP overrides it to measure.
 HEAP = os.environ.get("PMETER_BOARD_HEAP", "256K")
@@ -154,9 +152,7 @@ class Board(Agent):
         self.log_path = board / ("run%d.log" % Agent.runs)
         self.log_file = open(self.log_path, "wb")
         # Only the fakes beside the frozen modules: agent/ and hw/ can only come from flash.
-        env = dict(os.environ, MICROPYPATH=".frozen:%s" % FAKES)
-        self.proc = subprocess.Popen([str(binary), "-X", "heapsize=" + heap, "board.py"], cwd=str(board), env=env,
-                                     stdout=self.log_file, stderr=subprocess.STDOUT)
+        self.proc = launch(binary, board, heap, frozen=True, stdout=self.log_file, stderr=subprocess.STDOUT)
 
     def lines(self, prefix):
         return [line for line in self.log().splitlines() if line.startswith(prefix)]

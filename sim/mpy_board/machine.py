@@ -1,6 +1,6 @@
-"""A fake ``machine`` module for the MicroPython unix port (tests only).
+"""A fake ``machine`` module for the MicroPython unix port (tests and the virtual board, sim/board.py).
 
-Put tests/fakes first on MICROPYPATH; it then shadows the unix port's
+Put sim/mpy_board first on MICROPYPATH; it then shadows the unix port's
 minimal built-in ``machine``.  It behaves like a board's for what the
 agent uses:
 
