@@ -82,3 +82,26 @@ def test_sim_board_refuses_a_missing_firmware(rig, tmp_path):  # noqa: F811
     code, err = _refused("--config", folder / "config.json", "--data", tmp_path / "d", "--firmware", tmp_path / "fw")
     assert code == 2 and "--firmware" in err and "not an executable file" in err, err
     assert not (tmp_path / "d").exists()
+
+
+def test_sim_board_relay_model_opens_on_the_cut_and_closes_on_a_top_up(rig, firmware):  # noqa: F811
+    tmp = rig[0]
+    # 0.6 CNY a second at 2 Wh/s: the 1 CNY opening balance runs out and the agent cuts.
+    folder = _board_dir(rig, "sim-board-cut", account={"opening_balance": 10000, "trip_delay_s": 0},
+                        tariff={"price": 3000000})
+    b = SimBoard("--config", folder / "config.json", "--data", tmp / "sim-board-cut-data", "--firmware", firmware,
+                 "--load-w", "7200")
+    try:
+        assert b.wait_log("relay model: open", timeout=WAIT), b.log()
+        n = b.log().count("status ")
+        assert b.wait_log("status ", count=n + 2, timeout=WAIT), b.log()
+        stopped = b.energy()
+        assert b.wait_log("status ", count=n + 3, timeout=WAIT), b.log()
+        assert b.energy() == stopped, b.log()  # no load flows through an open relay
+        res = _push(rig, AMOUNT, tmp / "sim-board-cut.db")
+        assert res["code"] == "accepted", (res, b.log())
+        assert b.wait_log("relay model: closed", timeout=WAIT), b.log()
+        b.proc.send_signal(signal.SIGTERM)
+        assert b.proc.wait(timeout=WAIT) == 0, b.log()
+    finally:
+        b.kill()
