@@ -64,7 +64,7 @@ def register(sub):
     b.add_argument("--config", metavar="FILE", required=True, help="the board's config.json (the agent's schema)")
     b.add_argument("--data", metavar="DIR", required=True, help="the board's folder: its entry script and data/ (the durable store)")
     b.add_argument("--firmware", metavar="PATH", help="a 32-bit frozen firmware (scripts/flash.sh firmware unix32); default: the pip unix port with this checkout's agent")
-    b.add_argument("--heap", help="MicroPython heap size, e.g. 256K (default 256K with --firmware, 1M on the pip port)")
+    b.add_argument("--heap", help="MicroPython heap size, e.g. 256K (default 256K with --firmware, 2M on the pip port)")
     b.add_argument("--load-w", type=positive_int("--load-w", 100000), default=1000, help="the constant load in watts (default 1000)")
     b.set_defaults(handler=lambda args: board.cmd_board(args, fail))
 
